@@ -1,0 +1,36 @@
+# The two commands: `make run` (venv + install + dvc repro) and `make test` (venv + install + suite).
+# Both use the virtualenv at .venv unless VENV=/some/path is given.
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.jem-installed
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+export DVC_NO_ANALYTICS := true
+
+.PHONY: install run test lint datasets clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Fashion-MNIST from Debian (tests that need it skip when it cannot be installed).
+datasets:
+	@if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		(apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null) \
+		|| echo "note: could not install dataset-fashion-mnist; Fashion-MNIST tests will be skipped"; fi
+
+run: install
+	dvc repro
+
+test: install datasets
+	$(PY) -m pytest
+
+lint: install
+	$(PY) -m pip install -q ruff mypy
+	$(VENV)/bin/ruff check jem stages tests
+
+clean:
+	rm -rf data models metrics reports dvclive .jem

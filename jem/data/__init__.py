@@ -1,0 +1,100 @@
+"""Dataset readers: every supported on-disk format -> uint8 images ``(N, H, W, C)`` + int64 labels.
+
+``check_dataset`` is the cheap presence check the validation stage runs before any compute (file
+existence, sizes and headers, nothing decoded); ``load_dataset`` reads, validates and optionally
+resizes. Every problem with the data surfaces as one :class:`DataError` line saying what is wrong
+and how to fix it. Nothing here downloads.
+"""
+
+from __future__ import annotations
+
+from jem.data.cifar import check_cifar, load_cifar
+from jem.data.common import DataError, Dataset, resize_images
+from jem.data.digits import load_digits_dataset
+from jem.data.idx import check_fashion_mnist, load_fashion_mnist
+from jem.data.imagefolder import check_imagefolder, load_imagefolder
+from jem.data.stl10 import check_stl10, load_stl10
+
+__all__ = ["DEFAULT_ROOTS", "DataError", "Dataset", "check_dataset", "load_dataset"]
+
+# Where each dataset is looked for when ``data.root`` is "". Debian's dataset packages install under
+# /usr/share/datasets/<name>; the others follow that convention. digits ships inside scikit-learn and
+# imagefolder has no default (a root is required).
+DEFAULT_ROOTS: dict[str, str] = {
+    "digits": "",
+    "fashion-mnist": "/usr/share/datasets/fashion-mnist",
+    "cifar10": "/usr/share/datasets/cifar10",
+    "cifar100": "/usr/share/datasets/cifar100",
+    "stl10": "/usr/share/datasets/stl10",
+    "imagefolder": "",
+}
+
+
+def _root(name: str, root: str) -> str:
+    if name not in DEFAULT_ROOTS:
+        raise DataError(f"unknown dataset {name!r}; choose one of: {', '.join(DEFAULT_ROOTS)}")
+    return root or DEFAULT_ROOTS[name]
+
+
+def check_dataset(name: str, root: str = "", use_unlabelled: bool = False) -> None:
+    """Cheaply check that dataset ``name`` is present and complete under ``root`` ("" -> default).
+
+    Only file existence, sizes and headers are looked at (milliseconds, no decoding), so truncated
+    downloads are caught but a corrupt image inside a complete file is only found by
+    :func:`load_dataset`. ``use_unlabelled`` also checks STL-10's unlabelled file. Raises
+    :class:`DataError` naming what is missing and how to get it.
+    """
+    path = _root(name, root)
+    if name == "fashion-mnist":
+        check_fashion_mnist(path)
+    elif name in ("cifar10", "cifar100"):
+        check_cifar(name, path)
+    elif name == "stl10":
+        check_stl10(path, use_unlabelled)
+    elif name == "imagefolder":
+        check_imagefolder(path)
+    # digits ships inside scikit-learn: nothing to check.
+
+
+def load_dataset(
+    name: str,
+    root: str = "",
+    image_size: int = 0,
+    test_fraction: float = 0.25,
+    seed: int = 0,
+    use_unlabelled: bool = False,
+) -> Dataset:
+    """Load dataset ``name`` ("digits", "fashion-mnist", "cifar10", "cifar100", "stl10", "imagefolder").
+
+    Args:
+        root: folder holding the official files ("" -> ``DEFAULT_ROOTS[name]``).
+        image_size: 0 keeps the native size (imagefolder: 32); otherwise every image is resized
+            with PIL bilinear to ``image_size x image_size``.
+        test_fraction, seed: the stratified split of sets without an official one (digits,
+            imagefolder); ignored for the others.
+        use_unlabelled: stl10 only, also return the 100k unlabelled images (memory-mapped).
+
+    Returns:
+        A :class:`Dataset` of uint8 ``(N, H, W, C)`` images and int64 labels.
+    """
+    path = _root(name, root)
+    if image_size < 0:
+        raise DataError(f"image_size must be >= 0 (0 = native size), got {image_size}")
+    if use_unlabelled and name != "stl10":
+        raise DataError(f"use_unlabelled is only available for stl10, not {name}")
+    if name == "imagefolder":
+        return load_imagefolder(path, image_size, test_fraction, seed)  # resizes while decoding
+    if name == "digits":
+        ds = load_digits_dataset(test_fraction, seed)
+    elif name == "fashion-mnist":
+        ds = load_fashion_mnist(path)
+    elif name in ("cifar10", "cifar100"):
+        ds = load_cifar(name, path)
+    else:
+        ds = load_stl10(path, use_unlabelled)
+    if image_size:
+        ds.train_x = resize_images(ds.train_x, image_size, desc=f"{name} train")
+        ds.test_x = resize_images(ds.test_x, image_size, desc=f"{name} test")
+        if ds.unlabelled_x is not None:
+            ds.unlabelled_x = resize_images(ds.unlabelled_x, image_size, desc=f"{name} unlabelled")
+    return ds

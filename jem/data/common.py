@@ -1,0 +1,109 @@
+"""Shared pieces of the dataset readers: the error type, the result record, resizing and splitting.
+
+Every reader returns uint8 images shaped ``(N, H, W, C)`` with ``C`` 1 or 3 and int64 labels, so the
+rest of the pipeline never needs to know which on-disk format an array came from.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+# Pillow >= 9.1 moved the filters into ``Image.Resampling``; older releases only have the constants.
+BILINEAR = getattr(Image, "Resampling", Image).BILINEAR
+
+# Resizing more images than this shows a progress bar (PIL needs ~10-100 us per image).
+_PROGRESS_MIN = 20000
+
+
+class DataError(ValueError):
+    """Missing, corrupt or truncated data, phrased as one line for the user."""
+
+
+@dataclass
+class Dataset:
+    """A loaded dataset: uint8 images ``(N, H, W, C)`` and int64 labels in ``0 .. len(classes)-1``.
+
+    ``unlabelled_x`` is only set for STL-10 with ``use_unlabelled``; it may be a read-only memory map.
+    """
+
+    train_x: np.ndarray  # uint8 (N, H, W, C)
+    train_y: np.ndarray  # int64 (N,)
+    test_x: np.ndarray  # uint8 (M, H, W, C)
+    test_y: np.ndarray  # int64 (M,)
+    classes: list[str]
+    unlabelled_x: np.ndarray | None = None  # uint8 (U, H, W, C)
+
+
+def resize_images(x: np.ndarray, size: int, desc: str = "resize") -> np.ndarray:
+    """Resize every image of ``x`` (uint8, ``(N, H, W, C)``) to ``size x size`` with PIL bilinear.
+
+    ``size`` 0, or images already ``size x size``, returns ``x`` unchanged (no copy). Aspect ratio
+    is not preserved: non-square images are stretched, as the config promises square inputs.
+    """
+    if x.ndim != 4 or x.shape[3] not in (1, 3):
+        raise DataError(f"expected images shaped (N, H, W, 1 or 3), got {x.shape}")
+    if size < 0:
+        raise DataError(f"image_size must be >= 0, got {size}")
+    if size == 0 or (x.shape[1] == size and x.shape[2] == size):
+        return x
+    n, _, _, c = x.shape
+    out = np.empty((n, size, size, c), dtype=np.uint8)
+    for i in tqdm(range(n), desc=desc, disable=n < _PROGRESS_MIN, leave=False):
+        img = np.ascontiguousarray(x[i, :, :, 0] if c == 1 else x[i])
+        resized = np.asarray(Image.fromarray(img).resize((size, size), BILINEAR))
+        out[i] = resized.reshape(size, size, c)
+    return out
+
+
+def stratified_split(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split indices ``0 .. len(y)-1`` into (train, test), class by class, reproducibly under ``seed``.
+
+    Each class with ``n`` members sends ``round(n * test_fraction)`` of them to test, clipped so a
+    class with at least two members has at least one on each side (a single-member class stays in
+    train). Both index arrays come back sorted, so the split keeps the source order.
+    """
+    if not 0.0 < test_fraction < 1.0:
+        raise DataError(f"test_fraction must be strictly between 0 and 1, got {test_fraction}")
+    rng = np.random.default_rng(seed)
+    test_parts = []
+    for label in np.unique(y):
+        members = np.flatnonzero(y == label)
+        n = len(members)
+        n_test = min(max(round(n * test_fraction), 1 if n >= 2 else 0), max(n - 1, 0))
+        test_parts.append(rng.permutation(members)[:n_test])
+    test_idx = np.sort(np.concatenate(test_parts)) if test_parts else np.zeros(0, dtype=np.int64)
+    train_mask = np.ones(len(y), dtype=bool)
+    train_mask[test_idx] = False
+    return np.flatnonzero(train_mask), test_idx
+
+
+def split_dataset(
+    x: np.ndarray, y: np.ndarray, classes: list[str], test_fraction: float, seed: int
+) -> Dataset:
+    """Build a :class:`Dataset` from one labelled pool with a stratified train/test split."""
+    train_idx, test_idx = stratified_split(y, test_fraction, seed)
+    return Dataset(
+        train_x=x[train_idx],
+        train_y=y[train_idx].astype(np.int64),
+        test_x=x[test_idx],
+        test_y=y[test_idx].astype(np.int64),
+        classes=classes,
+    )
+
+
+def resolve_dir(root: str, subdir: str, marker: str) -> str:
+    """Return ``root/subdir`` if it holds ``marker``, else ``root`` (the user may point at either)."""
+    nested = os.path.join(root, subdir)
+    if os.path.exists(os.path.join(nested, marker)):
+        return nested
+    return root
+
+
+def missing_error(name: str, root: str, missing: list[str], how: str) -> DataError:
+    """One-line error listing the missing files of a dataset and how to get them."""
+    return DataError(f"{name} not found in {root!r}: missing {', '.join(missing)}; {how}")

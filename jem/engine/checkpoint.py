@@ -1,0 +1,56 @@
+"""Training checkpoints and the exported encoder.
+
+A checkpoint folder holds ``state.pt`` (method state dict, optimizer state, epochs done, per-epoch
+history); loaded with ``weights_only=True``. The exported encoder is ``encoder.safetensors`` (the
+backbone's tensors) plus ``encoder.json`` (its architecture), loadable without pickle.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from jem.models import build_backbone
+
+
+def save_state(folder: Path, method: nn.Module, optimizer: torch.optim.Optimizer, epochs_done: int,
+               history: list[dict[str, float]]) -> None:
+    torch.save({"model": method.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epochs_done,
+                "history": history}, folder / "state.pt")
+
+
+def load_state(folder: Path, method: nn.Module, optimizer: torch.optim.Optimizer
+               ) -> tuple[int, list[dict[str, float]]]:
+    """Restore in place; returns (epochs done, history)."""
+    state = torch.load(folder / "state.pt", map_location="cpu", weights_only=True)
+    method.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    return int(state["epoch"]), list(state["history"])
+
+
+def save_encoder(folder: Path, method: Any) -> None:
+    """Write ``encoder.safetensors`` + ``encoder.json`` (arch, feature dim, method)."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in method.backbone.state_dict().items()}
+    save_file(tensors, str(folder / "encoder.safetensors"))
+    meta = {"arch": method.arch, "feat_dim": method.feat_dim, "method": method.name}
+    (folder / "encoder.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def load_encoder(path: str | Path) -> nn.Module:
+    """Rebuild an exported encoder from its folder (or either of its two files); eval mode, CPU."""
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    meta_path, weights = folder / "encoder.json", folder / "encoder.safetensors"
+    for p in (meta_path, weights):
+        if not p.is_file():
+            raise FileNotFoundError(f"{p} not found: export an encoder with `dvc repro` (stage pretrain) first")
+    meta = json.loads(meta_path.read_text())
+    net, feat_dim = build_backbone(meta["arch"])
+    net.load_state_dict(load_file(str(weights)))
+    net.out_dim = feat_dim  # type: ignore[assignment]
+    return net.eval()

@@ -1,0 +1,197 @@
+"""The one training loop, run by every Ray Train worker. Read it top to bottom.
+
+Data: each worker memory-maps the view cache and, every epoch, takes its own shard of a seeded
+permutation of the training images (same permutation on every worker, disjoint shards), so the
+effective batch is ``workers x batch_size``. For each batch it picks ``n_global`` distinct cached
+views per image (one even and one odd id for two views: the asymmetric BYOL/VICReg pair) plus any
+local crops, and turns them into normalised float tensors with vectorised numpy/torch ops (no
+per-sample Python).
+
+Reproducibility: model init from ``seed``; batch order and view choice from ``(seed, epoch,
+rank)``; so a run resumed from an epoch-``e`` checkpoint replays the same data as an
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from jem import dist
+from jem.augment.cache import ViewCache
+from jem.config import Config, parse_config
+from jem.engine.checkpoint import load_state, save_encoder, save_state
+from jem.engine.optim import build_optimizer, effective_lr, lr_at, set_lr
+from jem.methods import get_method_class
+from jem.methods.base import Method, StepContext
+
+
+def build_method(cfg: Config, in_channels: int, image_size: int) -> Method:
+    arch = {"backbone": cfg.model.backbone, "width": cfg.model.width, "in_channels": in_channels,
+            "image_size": image_size}
+    return get_method_class(cfg.method)(arch, list(cfg.model.projector), cfg.method_params)
+
+
+def to_input(batch: np.ndarray, mean: torch.Tensor, std: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 (B, H, W, C) -> normalised float (B, C, H, W) on ``device``."""
+    x = torch.from_numpy(np.ascontiguousarray(batch)).to(device, non_blocking=True)
+    x = x.permute(0, 3, 1, 2).float().div_(255.0)
+    return (x - mean) / std
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+def _progress(total: int, initial: int, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    try:  # renders properly on the Ray driver's terminal
+        from ray.experimental.tqdm_ray import tqdm
+    except ImportError:  # pragma: no cover
+        from tqdm import tqdm
+    bar = tqdm(total=total, desc="pretrain", unit="step")
+    bar.update(initial)
+    return bar
+
+
+def _live(path: str | None, history: list[dict[str, float]]) -> Any:
+    """Rank-0 DVCLive logger; on resume the curve is replayed from the checkpoint's history so the
+    plot is whole even though DVC cleared the folder before re-running the stage."""
+    if not path:
+        return None
+    from dvclive import Live
+
+    live = Live(dir=path, dvcyaml=None, save_dvc_exp=False, report=None)
+    for row in history:
+        _log_epoch(live, row)
+    return live
+
+
+def _log_epoch(live: Any, row: dict[str, float]) -> None:
+    live.step = int(row["epoch"])
+    for key in ("loss", "lr", "views_per_s"):
+        live.log_metric(f"train/{key}", row[key])
+    live.make_summary()
+
+
+def train_worker(config: dict[str, Any]) -> dict[str, Any] | None:
+    """Ray Train worker entry point. ``config``: {"params": raw params mapping, "prepared": dir,
+    "views": dir, "live": dvclive dir or None, "progress": bool}."""
+    import ray.train
+
+    cfg = parse_config(config["params"])
+    tcfg = cfg.train
+    tctx = ray.train.get_context()
+    rank, world = tctx.get_world_rank(), tctx.get_world_size()
+    torch.set_num_threads(max(1, int(tcfg.cpus_per_worker)))
+    if tcfg.use_gpu:
+        import ray.train.torch
+
+        device = ray.train.torch.get_device()
+    else:
+        device = torch.device("cpu")
+
+    stats = json.loads((Path(config["prepared"]) / "stats.json").read_text())
+    mean = torch.tensor(stats["mean"], device=device).view(1, -1, 1, 1)
+    std = torch.tensor(stats["std"], device=device).view(1, -1, 1, 1)
+    cache = ViewCache(config["views"])
+    n_images = int(cache.meta["num_images"])
+
+    torch.manual_seed(cfg.seed)
+    method = build_method(cfg, int(cache.meta["channels"]), int(cache.meta["size"])).to(device)
+    if tcfg.sync_bn and world > 1:
+        method = nn.SyncBatchNorm.convert_sync_batchnorm(method)
+    model: nn.Module = method
+    if world > 1:
+        model = nn.parallel.DistributedDataParallel(method, device_ids=[device.index] if tcfg.use_gpu else None)
+    peak_lr = effective_lr(tcfg, world)
+    optimizer = build_optimizer(method, tcfg, peak_lr)
+
+    batch = tcfg.batch_size
+    steps_per_epoch = n_images // (world * batch)
+    if steps_per_epoch == 0:
+        raise ValueError(f"train.batch_size = {batch} x {world} worker(s) exceeds the {n_images} training "
+                         "images; lower train.batch_size")
+    total_steps = steps_per_epoch * tcfg.epochs
+    warmup = min(tcfg.warmup_epochs * steps_per_epoch, total_steps // 2)
+
+    start_epoch, history = 0, []
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            start_epoch, history = load_state(Path(d), method, optimizer)
+
+    live = _live(config.get("live"), history) if rank == 0 else None
+    bar = _progress(total_steps, start_epoch * steps_per_epoch, rank == 0 and config.get("progress", True))
+    n_views = method.n_global + method.n_local
+    t_run = time.perf_counter()
+    for epoch in range(start_epoch, tcfg.epochs):
+        model.train()
+        order = np.random.default_rng([cfg.seed, epoch]).permutation(n_images)
+        shards = order[: steps_per_epoch * world * batch].reshape(steps_per_epoch, world, batch)[:, rank]
+        view_rng = np.random.default_rng([cfg.seed, epoch, rank, 1])
+        loss_sum = torch.zeros((), dtype=torch.float64)
+        t0 = time.perf_counter()
+        for i in range(steps_per_epoch):
+            step = epoch * steps_per_epoch + i
+            ctx = StepContext(epoch, step, total_steps, steps_per_epoch)
+            idx = np.sort(shards[i])
+            arrays = cache.gather(idx, cache.pick_views(method.n_global, batch, view_rng))
+            if method.n_local:
+                arrays += cache.gather_locals(idx, method.n_local, view_rng)
+            views = [to_input(a, mean, std, device) for a in arrays]
+            set_lr(optimizer, lr_at(step, total_steps, warmup, peak_lr, tcfg.min_lr_ratio))
+            out = model(views, ctx)
+            loss = out["loss"]
+            if not torch.isfinite(loss):
+                raise NonFiniteLoss(f"non-finite loss {loss.item()} at step {step} (epoch {epoch}) of method "
+                                    f"{cfg.method}: the learning rate ({optimizer.param_groups[0]['lr']:.3g}) is "
+                                    "probably too high, or an embedding collapsed to zero variance")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            method.before_optimizer_step(ctx)
+            optimizer.step()
+            method.after_step(ctx)
+            loss_sum += loss.detach().double().cpu()
+            if bar is not None:
+                bar.update(1)
+        elapsed = time.perf_counter() - t0
+        mean_loss = float(dist.all_reduce_mean_nograd(loss_sum)) / steps_per_epoch
+        row = {"epoch": epoch, "loss": mean_loss, "lr": optimizer.param_groups[0]["lr"],
+               "views_per_s": steps_per_epoch * batch * world * n_views / elapsed, "epoch_s": elapsed}
+        history.append(row)
+        if live is not None:
+            _log_epoch(live, row)
+        last = epoch == tcfg.epochs - 1
+        if last or (epoch + 1) % tcfg.checkpoint_every == 0:
+            with tempfile.TemporaryDirectory() as tmp:
+                if rank == 0:
+                    save_state(Path(tmp), method, optimizer, epoch + 1, history)
+                    if last:
+                        save_encoder(Path(tmp), method)
+                ray.train.report(row, checkpoint=ray.train.Checkpoint.from_directory(tmp) if rank == 0 else None)
+        else:
+            ray.train.report(row)
+    if bar is not None:
+        bar.close()
+    if live is not None:
+        live.end()
+    if rank != 0:
+        return None
+    done = history[start_epoch:] if start_epoch < tcfg.epochs else history[-1:]
+    views = sum(r["views_per_s"] * r["epoch_s"] for r in done)
+    secs = sum(r["epoch_s"] for r in done)
+    return {"start_epoch": start_epoch, "epochs": tcfg.epochs, "final_loss": history[-1]["loss"],
+            "views_per_s": views / secs if secs > 0 else math.nan, "train_s": time.perf_counter() - t_run,
+            "effective_lr": peak_lr, "effective_batch": world * batch, "workers": world,
+            "steps_per_epoch": steps_per_epoch, "pid": os.getpid()}

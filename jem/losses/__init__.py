@@ -1,0 +1,1 @@
+"""Losses: one file per family, pure term functions plus a thin ``nn.Module``."""

@@ -1,0 +1,73 @@
+"""What the engine needs from a method, and the pieces most methods share.
+
+A method is an ``nn.Module`` holding the backbone, its heads and its loss. The engine calls
+``forward(views, ctx)`` (through DDP) to get the loss and ``after_step(ctx)`` after the optimizer
+step (EMA teachers, queues). ``views`` are normalised float tensors: ``n_global`` global views
+(B, C, H, W) followed by ``n_local`` local crops. Schedules (EMA momentum, teacher temperature)
+are computed from ``ctx`` so a resumed run continues them exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from jem.dist import Gather, gather
+from jem.models import build_backbone, mlp
+
+
+@dataclass(frozen=True)
+class StepContext:
+    epoch: int  # 0-based
+    step: int  # global optimizer step, 0-based
+    total_steps: int
+    steps_per_epoch: int
+    gather: Gather = gather
+
+    @property
+    def progress(self) -> float:
+        """Fraction of training done, in [0, 1)."""
+        return self.step / max(1, self.total_steps)
+
+
+class Method(nn.Module):
+    """Base: a backbone plus a projector MLP (``model.projector`` widths)."""
+
+    name: ClassVar[str] = ""
+    n_local: int = 0
+
+    def __init__(self, arch: dict[str, Any], projector: list[int], params: Any) -> None:
+        super().__init__()
+        self.arch, self.params = dict(arch), params
+        self.backbone, self.feat_dim = build_backbone(arch)
+        self.projector = self.build_projector(projector)
+
+    @property
+    def n_global(self) -> int:
+        return int(getattr(self.params, "views", 2))
+
+    def build_projector(self, dims: list[int]) -> nn.Module:
+        return mlp(self.feat_dim, dims)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> projector output (B, P)."""
+        return self.projector(self.backbone(x))
+
+    def forward(self, views: list[torch.Tensor], ctx: StepContext) -> dict[str, torch.Tensor]:
+        """Returns a dict with the scalar ``"loss"`` to minimise plus detached logging terms."""
+        raise NotImplementedError
+
+    def before_optimizer_step(self, ctx: StepContext) -> None:
+        """Hook after backward, before the optimizer step (e.g. SwAV zeroes the prototypes'
+        gradients while they are frozen). Default: nothing."""
+
+    @torch.no_grad()
+    def after_step(self, ctx: StepContext) -> None:
+        """Hook after the optimizer step (EMA, queues). Default: nothing."""
+
+    def extra_state(self) -> dict[str, torch.Tensor]:
+        """Non-parameter state to checkpoint (buffers are saved with the state dict already)."""
+        return {}

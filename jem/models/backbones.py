@@ -1,0 +1,66 @@
+"""Encoders ("backbones"): a small CNN for 8x8 to 32x32 inputs and a CIFAR-stem ResNet-18.
+
+A backbone maps (B, C, H, W) float images to (B, D) features; ``D`` is returned next to the
+module by :func:`build_backbone`. The architecture is fully described by a small JSON-able dict
+(``arch``) so an exported encoder can be rebuilt without params.yaml.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torchvision.models import resnet18
+
+ARCH_KEYS = ("backbone", "width", "in_channels", "image_size")
+
+
+def _conv_bn(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+
+class SmallCNN(nn.Module):
+    """Three stages of two 3x3 conv-BN-ReLU layers (widths w, 2w, 4w; stride 2 between stages)
+    and global average pooling -> 4w features. About 286k parameters at w = 32, C = 1.
+
+    Sized for 8x8 (digits: 8 -> 4 -> 2) up to 32x32 (CIFAR: 32 -> 16 -> 8) inputs.
+    """
+
+    def __init__(self, in_channels: int, width: int = 32) -> None:
+        super().__init__()
+        w = width
+        self.features = nn.Sequential(
+            *_conv_bn(in_channels, w), *_conv_bn(w, w),
+            *_conv_bn(w, 2 * w, 2), *_conv_bn(2 * w, 2 * w),
+            *_conv_bn(2 * w, 4 * w, 2), *_conv_bn(4 * w, 4 * w),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        )
+        self.out_dim = 4 * w
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, 4w)
+        return self.features(x)
+
+
+def cifar_resnet18(in_channels: int) -> nn.Module:
+    """ResNet-18 with the CIFAR stem (He et al. 2016, arXiv:1512.03385; SimCLR appendix B.9):
+    3x3 stride-1 first convolution and no max-pool, so 32x32 inputs keep 4x4 maps at the end.
+    Output: 512-d pooled features (the classifier is removed)."""
+    net = resnet18(weights=None)
+    net.conv1 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
+    net.maxpool = nn.Identity()
+    net.fc = nn.Identity()
+    net.out_dim = 512  # type: ignore[assignment]
+    return net
+
+
+def build_backbone(arch: dict[str, Any]) -> tuple[nn.Module, int]:
+    """``arch`` = {"backbone", "width", "in_channels", "image_size"} -> (module, feature dim)."""
+    name, cin = arch["backbone"], int(arch["in_channels"])
+    if name == "small_cnn":
+        net: nn.Module = SmallCNN(cin, int(arch.get("width", 32)))
+    elif name == "resnet18":
+        net = cifar_resnet18(cin)
+    else:
+        raise ValueError(f"unknown backbone {name!r}; choose small_cnn or resnet18")
+    return net, int(net.out_dim)  # type: ignore[arg-type]

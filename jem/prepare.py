@@ -1,0 +1,65 @@
+"""The `prepare` step as a library function: dataset -> arrays, labelled subsets, channel stats."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jem.config import Config
+from jem.io import write_json
+
+
+def stratified_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Sorted indices of a seeded, stratified ``fraction`` of ``labels``: ``round(fraction * n_c)``
+    per class ``c`` but at least one, so every class is represented even in the 1% subset."""
+    rng = np.random.default_rng(seed)
+    picked = []
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        k = min(len(members), max(1, int(round(fraction * len(members)))))
+        picked.append(rng.choice(members, size=k, replace=False))
+    return np.sort(np.concatenate(picked)).astype(np.int64)
+
+
+def channel_stats(images: np.ndarray, chunk: int = 8192) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of uint8 (N, H, W, C) images scaled to [0, 1] (float64 sums)."""
+    c = images.shape[-1]
+    s, s2, n = np.zeros(c), np.zeros(c), 0
+    for i in range(0, len(images), chunk):
+        x = images[i:i + chunk].reshape(-1, c).astype(np.float64) / 255.0
+        s += x.sum(0)
+        s2 += (x * x).sum(0)
+        n += len(x)
+    mean = s / n
+    std = np.sqrt(np.maximum(s2 / n - mean**2, 1e-12))
+    return mean.tolist(), std.tolist()
+
+
+def prepare(cfg: Config, out: Path) -> dict[str, Any]:
+    """Load ``cfg.dataset``, apply ``data.max_*`` subsampling, write arrays + subsets + stats."""
+    from jem.data import load_dataset
+
+    d = cfg.data
+    ds = load_dataset(cfg.dataset, d.root, d.image_size, d.test_fraction, cfg.seed, d.use_unlabelled)
+    train_x, train_y, test_x, test_y = ds.train_x, ds.train_y, ds.test_x, ds.test_y
+    if d.max_train and d.max_train < len(train_y):
+        keep = stratified_subset(train_y, d.max_train / len(train_y), cfg.seed)
+        train_x, train_y = train_x[keep], train_y[keep]
+    if d.max_test and d.max_test < len(test_y):
+        keep = stratified_subset(test_y, d.max_test / len(test_y), cfg.seed + 1)
+        test_x, test_y = test_x[keep], test_y[keep]
+    pretrain_x = ds.unlabelled_x if (d.use_unlabelled and ds.unlabelled_x is not None) else train_x
+    for name, arr in (("train_x", train_x), ("train_y", train_y), ("test_x", test_x), ("test_y", test_y),
+                      ("subset_1pct", stratified_subset(train_y, 0.01, cfg.seed)),
+                      ("subset_10pct", stratified_subset(train_y, 0.10, cfg.seed))):
+        np.save(out / f"{name}.npy", np.ascontiguousarray(arr))
+    if pretrain_x is not train_x:
+        np.save(out / "pretrain_x.npy", np.ascontiguousarray(pretrain_x))
+    mean, std = channel_stats(pretrain_x)
+    stats = {"dataset": cfg.dataset, "classes": list(ds.classes), "num_classes": len(ds.classes),
+             "image_size": int(train_x.shape[1]), "channels": int(train_x.shape[3]), "mean": mean, "std": std,
+             "n_train": len(train_y), "n_test": len(test_y), "n_pretrain": len(pretrain_x)}
+    write_json(out / "stats.json", stats)
+    return stats

@@ -1,0 +1,33 @@
+"""Stage `augment`: the view cache (K augmented views per training image, plus local crops)."""
+
+import argparse
+from pathlib import Path
+
+from jem.config import load_config
+from jem.errors import run_main
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--prepared", type=Path, default=Path("data/prepared"))
+    ap.add_argument("--out", type=Path, default=Path("data/views"))
+    args = ap.parse_args()
+    cfg = load_config(args.params)
+    import numpy as np
+
+    from jem.augment.cache import build_view_cache
+
+    src = args.prepared / "pretrain_x.npy"
+    if not src.exists():
+        src = args.prepared / "train_x.npy"
+    if not src.exists():
+        raise FileNotFoundError(f"{src} not found: run the prepare stage first")
+    images = np.load(src, mmap_mode="r")
+    meta = build_view_cache(images, cfg.augment, args.out, cfg.seed)
+    print(f"view cache: {meta['num_images']} images x {meta['views_per_image']} views of {meta['size']} px"
+          + (f" + {meta['local_crops']} local crops of {meta['local_size']} px" if meta.get("local_crops") else ""))
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,28 @@
+"""Stage `prepare`: dataset -> train/test arrays, fixed stratified 1%/10% labelled subsets, stats."""
+
+import argparse
+from pathlib import Path
+
+from jem.config import load_config
+from jem.errors import run_main
+from jem.io import atomic_dir
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--out", type=Path, default=Path("data/prepared"))
+    args = ap.parse_args()
+    cfg = load_config(args.params)
+    from jem.data import check_dataset
+    from jem.prepare import prepare
+
+    check_dataset(cfg.dataset, cfg.data.root)
+    with atomic_dir(args.out) as tmp:
+        stats = prepare(cfg, tmp)
+    print(f"prepared {cfg.dataset}: {stats['n_train']} train / {stats['n_test']} test images of "
+          f"{stats['image_size']}x{stats['image_size']}x{stats['channels']}, {stats['num_classes']} classes")
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,44 @@
+"""Stage `pretrain`: Ray Train (TorchTrainer) pretraining of the selected method.
+
+Writes the exported encoder folder, metrics/pretrain.json and the DVCLive curves."""
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import yaml
+
+from jem.config import load_config
+from jem.errors import run_main
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--prepared", type=Path, default=Path("data/prepared"))
+    ap.add_argument("--views", type=Path, default=Path("data/views"))
+    ap.add_argument("--out", type=Path, default=Path("models/encoder"))
+    ap.add_argument("--metrics", type=Path, default=Path("metrics/pretrain.json"))
+    ap.add_argument("--live", type=Path, default=Path("dvclive/pretrain"))
+    args = ap.parse_args()
+    cfg = load_config(args.params)
+    raw = yaml.safe_load(Path(args.params).read_text())
+    for p in (args.prepared / "stats.json", args.views / "meta.json"):
+        if not p.exists():
+            raise FileNotFoundError(f"{p} not found: run the prepare and augment stages first")
+    from jem.engine.run import pretrain
+    from jem.io import write_json
+
+    root = Path(os.environ.get("DVC_ROOT", "."))
+    storage = Path(cfg.ray.storage) if cfg.ray.storage else root / ".jem" / "ray_results"
+    t0 = time.perf_counter()
+    summary = pretrain(cfg, raw, args.prepared, args.views, args.out, args.live, storage)
+    summary["wall_s"] = time.perf_counter() - t0
+    write_json(args.metrics, summary)
+    print(f"pretrained {cfg.method}: final loss {summary['final_loss']:.4f}, "
+          f"{summary['views_per_s']:.0f} views/s, {summary['wall_s']:.0f} s")
+
+
+if __name__ == "__main__":
+    run_main(main)
