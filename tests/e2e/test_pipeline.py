@@ -1,0 +1,167 @@
+"""End to end: a copy of the repo in a temp git repo, real `dvc repro` (real Ray Train), a method
+switch through `dvc exp run -S method=simclr`, `dvc exp show --json`, and the typo guards."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.e2e
+
+EVAL_KEYS = ["knn.top1", "knn.top5", "knn200.top1", "linear.top1", "semi_1pct.top1", "semi_10pct.top1",
+             "random_init.knn.top1", "random_init.linear.top1", "pixels.knn.top1", "pixels.linear.top1"]
+PRETRAIN_KEYS = ["views_per_s", "wall_s", "final_loss", "epochs", "start_epoch", "effective_lr"]
+
+
+def _flat(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def _env():
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env.update(DVC_NO_ANALYTICS="true", RAY_DEDUP_LOGS="1", DVC_PAGER="")
+    return env
+
+
+def _sh(args, cwd, check=True):
+    proc = subprocess.run(args, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{args} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def _tracked_files() -> list[str]:
+    if (ROOT / ".git").exists():
+        out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
+                             text=True, check=True).stdout.split()
+        return [f for f in out if (ROOT / f).is_file() and not f.startswith(("metrics/", "dvclive/", "reports/"))]
+    skip = {".venv", "data", "models", "metrics", "reports", "dvclive", ".jem", ".pytest_cache"}
+    return [str(p.relative_to(ROOT)) for p in ROOT.rglob("*") if p.is_file()
+            and not (set(p.relative_to(ROOT).parts) & skip) and "__pycache__" not in p.parts]
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    dst = tmp_path_factory.mktemp("jem-e2e")
+    for rel in _tracked_files():
+        (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / rel, dst / rel)
+    params = yaml.safe_load((dst / "params.yaml").read_text())
+    text = (dst / "params.yaml").read_text()
+    text = text.replace(f"  epochs: {params['train']['epochs']}\n", "  epochs: 3\n")
+    text = text.replace(f"  semi_epochs: {params['eval']['semi_epochs']}\n", "  semi_epochs: 1\n")
+    (dst / "params.yaml").write_text(text)
+    _sh(["git", "init", "-q"], dst)
+    _sh(["git", "config", "user.name", "jem-e2e"], dst)
+    _sh(["git", "config", "user.email", "e2e@jem.invalid"], dst)
+    _sh(["git", "add", "-A"], dst)
+    _sh(["git", "commit", "-qm", "e2e baseline"], dst)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def baseline(repo):
+    proc = _sh(["dvc", "repro"], repo)
+    _sh(["git", "add", "-A"], repo)
+    _sh(["git", "commit", "-qm", "baseline run"], repo)
+    return proc
+
+
+def test_repro_writes_contract_metrics_and_report(repo, baseline):
+    ev = _flat(json.loads((repo / "metrics" / "eval.json").read_text()))
+    pre = json.loads((repo / "metrics" / "pretrain.json").read_text())
+    for key in EVAL_KEYS:
+        assert 0.0 <= ev[key] <= 1.0, key
+    for key in PRETRAIN_KEYS:
+        assert key in pre, key
+    assert pre["epochs"] == 3 and pre["start_epoch"] == 0 and pre["views_per_s"] > 0
+    assert np.isfinite(pre["final_loss"])
+    # the encoder is a trained classifier-quality feature extractor, not noise
+    assert ev["knn.top1"] > 0.8 and ev["linear.top1"] > 0.8
+    report = (repo / "reports" / "report.md").read_text()
+    assert "| kNN top-1 (k=20) |" in report and "![accuracy](accuracy.png)" in report
+    assert (repo / "reports" / "accuracy.png").stat().st_size > 1000
+    assert (repo / "reports" / "loss.png").stat().st_size > 1000
+    assert (repo / "models" / "encoder" / "encoder.safetensors").exists()
+
+
+def test_pixel_baseline_matches_independent_sklearn_knn(repo, baseline):
+    """The pipeline's raw-pixel kNN equals scikit-learn's weighted cosine kNN on the prepared arrays."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    p = repo / "data" / "prepared"
+    tx, ty = np.load(p / "train_x.npy"), np.load(p / "train_y.npy")
+    vx, vy = np.load(p / "test_x.npy"), np.load(p / "test_y.npy")
+    clf = KNeighborsClassifier(n_neighbors=20, metric="cosine", algorithm="brute",
+                               weights=lambda d: np.exp((1 - d) / 0.07))
+    clf.fit(tx.reshape(len(tx), -1) / 255.0, ty)
+    acc = float((clf.predict(vx.reshape(len(vx), -1) / 255.0) == vy).mean())
+    ev = json.loads((repo / "metrics" / "eval.json").read_text())
+    assert abs(ev["pixels"]["knn"]["top1"] - acc) <= 0.005
+
+
+def test_method_switch_reruns_only_downstream_and_exp_show_lists_both(repo, baseline):
+    prepared_lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    proc = _sh(["dvc", "exp", "run", "-S", "method=simclr"], repo)
+    out = proc.stdout + proc.stderr
+    assert "Stage 'prepare' didn't change, skipping" in out
+    assert "Stage 'augment' didn't change, skipping" in out
+    assert "Running stage 'pretrain'" in out
+    new_lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    for stage in ("prepare", "augment"):
+        assert new_lock[stage]["outs"] == prepared_lock[stage]["outs"]
+
+    rows = json.loads(_sh(["dvc", "exp", "show", "--json"], repo).stdout)
+    runs = []
+    for row in rows:
+        revs = [row] + [r for e in (row.get("experiments") or []) for r in e["revs"]]
+        for r in revs:
+            data = r.get("data") or {}
+            if r.get("rev") == "workspace" or not data.get("metrics"):
+                continue
+            params = data["params"]["params.yaml"]["data"]
+            metrics = {}
+            for f in data["metrics"].values():
+                metrics.update(_flat(f["data"]))
+            runs.append((params["method"], metrics))
+    methods = sorted(m for m, _ in runs)
+    assert methods == ["simclr", "vicreg"], methods
+    for method, metrics in runs:
+        for key in EVAL_KEYS + PRETRAIN_KEYS:
+            assert key in metrics, (method, key)
+        assert metrics["knn.top1"] > 0.8, method
+
+
+def test_typo_via_set_param_fails_before_compute(repo, baseline):
+    proc = _sh(["dvc", "exp", "run", "-S", "train.epoch=3"], repo, check=False)
+    assert proc.returncode != 0
+    first = proc.stderr.strip().splitlines()[0]
+    assert "train.epoch" in first
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert "Running stage" not in proc.stdout
+
+
+def test_hand_added_typo_is_caught_by_validate_stage(repo, baseline):
+    params = repo / "params.yaml"
+    before = params.read_text()
+    params.write_text(before.replace("  epochs: 3\n", "  epochs: 3\n  epoch: 3\n"))
+    try:
+        proc = _sh(["dvc", "repro"], repo, check=False)
+    finally:
+        params.write_text(before)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "error: unknown key train.epoch; did you mean train.epochs?" in out
+    assert "Traceback" not in out
+    assert "Running stage 'pretrain'" not in out

@@ -1,0 +1,87 @@
+"""params.yaml validation: every failure kind gives one line naming key, value and what is allowed."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from jem.config import Config, ConfigError, defaults_dict, load_config, parse_config, to_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ({"train": {"epoch": 3}}, "unknown key train.epoch; did you mean train.epochs?"),
+    ({"trian": {}}, "unknown key trian; did you mean train?"),
+    ({"methods": {"vicreg": {"gama": 1.0}}}, "unknown key methods.vicreg.gama; did you mean methods.vicreg.gamma?"),
+    ({"methods": {"wsme": {}}}, "unknown key methods.wsme"),
+    ({"method": "simcrl"}, "method 'simcrl' is not registered; choose one of:"),
+    ({"dataset": "digit"}, "dataset = 'digit' is not allowed; choose one of: digits,"),
+    ({"train": {"epochs": "ten"}}, "train.epochs = 'ten' has the wrong type; expected an integer"),
+    ({"train": {"epochs": 2.5}}, "train.epochs = 2.5 has the wrong type; expected an integer"),
+    ({"train": {"use_gpu": "yes"}}, "train.use_gpu = 'yes' has the wrong type; expected a boolean"),
+    ({"train": {"lr": 0}}, "train.lr = 0.0 is out of range; must be > 0.0"),
+    ({"train": {"epochs": 0}}, "train.epochs = 0 is out of range; must be >= 1"),
+    ({"augment": {"view_a": {"flip_p": 1.5}}}, "augment.view_a.flip_p = 1.5 is out of range; must be <= 1.0"),
+    ({"augment": {"view_b": {"crop_scale": [0.9, 0.1]}}}, "augment.view_b.crop_scale = [0.9, 0.1] must have low <= high"),
+    ({"model": {"projector": [256, 0]}}, "model.projector = [256, 0]: every item must be an integer >= 1"),
+    ({"model": {"backbone": "resnet50"}}, "model.backbone = 'resnet50' is not allowed; choose one of: small_cnn, resnet18"),
+    ({"train": 5}, "train. = 5 must be a mapping"),
+    ({"augment": {"views_per_image": 1}}, "augment.views_per_image = 1 is too small"),
+    ({"dataset": "imagefolder"}, "dataset imagefolder needs data.root"),
+])
+def test_each_failure_kind_is_one_clear_line(raw, expected):
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw)
+    msg = str(info.value)
+    assert expected in msg
+    assert "\n" not in msg
+
+
+def test_did_you_mean_only_when_close():
+    with pytest.raises(ConfigError, match="allowed keys: dataset, method, seed"):
+        parse_config({"zzzzzz": 1})
+
+
+def test_shipped_params_equal_schema_defaults():
+    """params.yaml is the documented default: it must parse and match the dataclass defaults."""
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert to_dict(parse_config(raw)) == defaults_dict()
+    assert to_dict(load_config(ROOT / "params.yaml")) == to_dict(Config())
+
+
+def test_overrides_are_applied_and_ints_widen_to_floats():
+    cfg = parse_config({"method": "simclr", "train": {"lr": 1, "epochs": 7}, "methods": {"simclr": {"temperature": 0.5}}})
+    assert cfg.train.lr == 1.0 and isinstance(cfg.train.lr, float)
+    assert cfg.train.epochs == 7
+    assert cfg.method_params.temperature == 0.5
+    assert cfg.methods["vicreg"].inv_weight == 25.0  # untouched sections keep defaults
+
+
+def test_bad_yaml_and_missing_file(tmp_path):
+    bad = tmp_path / "p.yaml"
+    bad.write_text("train: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_validate_stage_exits_nonzero_with_one_line_and_no_traceback(tmp_path):
+    params = tmp_path / "params.yaml"
+    text = (ROOT / "params.yaml").read_text().replace("  epochs: 30\n", "  epochs: 30\n  epoch: 3\n")
+    params.write_text(text)
+    proc = subprocess.run([sys.executable, str(ROOT / "stages" / "validate.py"), "--params", str(params)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: unknown key train.epoch; did you mean train.epochs?"
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_jem_methods_lists_name_first():
+    proc = subprocess.run([sys.executable, "-m", "jem.cli", "methods"], capture_output=True, text=True, check=True)
+    names = [line.split()[0] for line in proc.stdout.splitlines()]
+    assert {"vicreg", "simclr"} <= set(names)
+    assert all("arXiv:" in line for line in proc.stdout.splitlines())
