@@ -117,7 +117,7 @@ class EvalConfig:
     semi_epochs: int = knob(30, lo=0)
     semi_lr: float = knob(0.01, gt=0.0, hi=10.0)
     batch_size: int = knob(512, lo=1)
-    monitor_every: int = knob(0, lo=0)  # online kNN monitor during pretraining (0 = off)
+    monitor_every: int = knob(5, lo=0)  # online kNN monitor during pretraining (0 = off)
 
 
 @dataclass(frozen=True)

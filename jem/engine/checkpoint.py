@@ -37,7 +37,12 @@ def save_encoder(folder: Path, method: Any) -> None:
     """Write ``encoder.safetensors`` + ``encoder.json`` (arch, feature dim, method)."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in method.backbone.state_dict().items()}
     save_file(tensors, str(folder / "encoder.safetensors"))
-    meta = {"arch": method.arch, "feat_dim": method.feat_dim, "method": method.name}
+    projector = getattr(method, "projector", None)
+    if isinstance(projector, nn.Module):  # kept for collapse diagnostics of projector outputs
+        save_file({k: v.detach().cpu().contiguous() for k, v in projector.state_dict().items()},
+                  str(folder / "projector.safetensors"))
+    meta = {"arch": method.arch, "feat_dim": method.feat_dim, "method": method.name,
+            "projector": list(getattr(method, "projector_dims", []))}
     (folder / "encoder.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 

@@ -30,7 +30,9 @@ from jem import dist
 from jem.augment.cache import ViewCache
 from jem.config import Config, parse_config
 from jem.engine.checkpoint import load_state, save_encoder, save_state
+from jem.engine.monitor import KNNMonitor
 from jem.engine.optim import build_optimizer, effective_lr, lr_at, set_lr
+from jem.engine.sources import CachedViews
 from jem.methods import get_method_class
 from jem.methods.base import Method, StepContext
 
@@ -39,13 +41,6 @@ def build_method(cfg: Config, in_channels: int, image_size: int) -> Method:
     arch = {"backbone": cfg.model.backbone, "width": cfg.model.width, "in_channels": in_channels,
             "image_size": image_size}
     return get_method_class(cfg.method)(arch, list(cfg.model.projector), cfg.method_params)
-
-
-def to_input(batch: np.ndarray, mean: torch.Tensor, std: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """uint8 (B, H, W, C) -> normalised float (B, C, H, W) on ``device``."""
-    x = torch.from_numpy(np.ascontiguousarray(batch)).to(device, non_blocking=True)
-    x = x.permute(0, 3, 1, 2).float().div_(255.0)
-    return (x - mean) / std
 
 
 class NonFiniteLoss(RuntimeError):
@@ -81,6 +76,8 @@ def _log_epoch(live: Any, row: dict[str, float]) -> None:
     live.step = int(row["epoch"])
     for key in ("loss", "lr", "views_per_s"):
         live.log_metric(f"train/{key}", row[key])
+    if "knn_top1" in row:
+        live.log_metric("monitor/knn_top1", row["knn_top1"])
     live.make_summary()
 
 
@@ -106,6 +103,7 @@ def train_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     std = torch.tensor(stats["std"], device=device).view(1, -1, 1, 1)
     cache = ViewCache(config["views"])
     n_images = int(cache.meta["num_images"])
+    source = CachedViews(cache, mean, std, device)
 
     torch.manual_seed(cfg.seed)
     method = build_method(cfg, int(cache.meta["channels"]), int(cache.meta["size"])).to(device)
@@ -132,6 +130,9 @@ def train_worker(config: dict[str, Any]) -> dict[str, Any] | None:
             start_epoch, history = load_state(Path(d), method, optimizer)
 
     live = _live(config.get("live"), history) if rank == 0 else None
+    every = cfg.eval.monitor_every
+    monitor = (KNNMonitor(Path(config["prepared"]), cfg.eval, stats["mean"], stats["std"], int(stats["num_classes"]),
+                          cfg.seed) if every and rank == 0 else None)
     bar = _progress(total_steps, start_epoch * steps_per_epoch, rank == 0 and config.get("progress", True))
     n_views = method.n_global + method.n_local
     t_run = time.perf_counter()
@@ -145,11 +146,7 @@ def train_worker(config: dict[str, Any]) -> dict[str, Any] | None:
         for i in range(steps_per_epoch):
             step = epoch * steps_per_epoch + i
             ctx = StepContext(epoch, step, total_steps, steps_per_epoch)
-            idx = np.sort(shards[i])
-            arrays = cache.gather(idx, cache.pick_views(method.n_global, batch, view_rng))
-            if method.n_local:
-                arrays += cache.gather_locals(idx, method.n_local, view_rng)
-            views = [to_input(a, mean, std, device) for a in arrays]
+            views = source.views(np.sort(shards[i]), method.n_global, method.n_local, view_rng)
             set_lr(optimizer, lr_at(step, total_steps, warmup, peak_lr, tcfg.min_lr_ratio))
             out = model(views, ctx)
             loss = out["loss"]
@@ -169,6 +166,8 @@ def train_worker(config: dict[str, Any]) -> dict[str, Any] | None:
         mean_loss = float(dist.all_reduce_mean_nograd(loss_sum)) / steps_per_epoch
         row = {"epoch": epoch, "loss": mean_loss, "lr": optimizer.param_groups[0]["lr"],
                "views_per_s": steps_per_epoch * batch * world * n_views / elapsed, "epoch_s": elapsed}
+        if monitor is not None and ((epoch + 1) % every == 0 or epoch == tcfg.epochs - 1):
+            row["knn_top1"] = monitor(method.backbone, device)
         history.append(row)
         if live is not None:
             _log_epoch(live, row)

@@ -118,8 +118,9 @@ def pretrain(cfg: Config, raw_params: dict[str, Any], prepared: Path, views: Pat
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         with result.checkpoint.as_directory() as d:
-            for fname in ("encoder.safetensors", "encoder.json"):
-                shutil.copy2(Path(d) / fname, tmp / fname)
+            for fname in ("encoder.safetensors", "encoder.json", "projector.safetensors"):
+                if (Path(d) / fname).exists():
+                    shutil.copy2(Path(d) / fname, tmp / fname)
         summary = dict(result.return_value)
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.rename(out_dir)

@@ -43,6 +43,7 @@ class Method(nn.Module):
         super().__init__()
         self.arch, self.params = dict(arch), params
         self.backbone, self.feat_dim = build_backbone(arch)
+        self.projector_dims = list(projector)
         self.projector = self.build_projector(projector)
 
     @property
