@@ -73,7 +73,8 @@ def test_uniformity_hand_sets(t):
 @pytest.mark.parametrize("t", [1.0, 2.0])
 def test_uniformity_on_the_circle_matches_numerical_integral(t):
     # Continuum value: E exp(-t |x - y|^2) with |x - y|^2 = 2 - 2 cos(theta), theta ~ U[0, 2 pi).
-    value, _ = integrate.quad(lambda th: math.exp(-t * (2 - 2 * math.cos(th))) / (2 * math.pi), 0, 2 * math.pi)
+    density = lambda th: math.exp(-t * (2 - 2 * math.cos(th))) / (2 * math.pi)  # noqa: E731
+    value, _ = integrate.quad(density, 0, 2 * math.pi)
     assert value == pytest.approx(math.exp(-2 * t) * special.i0(2 * t), rel=1e-10)  # Bessel form
     n = 1500
     angles = 2 * math.pi * np.arange(n) / n
@@ -93,9 +94,11 @@ def test_collapse_report_flags_collapse_and_passes_random():
     assert healthy["std"] == pytest.approx(healthy["std_healthy"], rel=0.05)
     assert 0.8 < healthy["rankme_ratio"] <= 1.0
     assert healthy["alignment"] == pytest.approx(2.0, rel=0.05)  # independent pairs: E|x-y|^2 = 2
-    assert set(healthy) == {"std", "std_healthy", "rankme", "rankme_ratio", "uniformity", "alignment", "collapsed"}
+    keys = {"std", "std_healthy", "rankme", "rankme_ratio", "uniformity", "alignment", "collapsed"}
+    assert set(healthy) == keys
 
-    constant = collapse_report(np.tile(rng.normal(size=(1, 32)), (500, 1)) + 1e-9 * rng.normal(size=(500, 32)))
+    point = np.tile(rng.normal(size=(1, 32)), (500, 1))  # every input -> the same embedding
+    constant = collapse_report(point + 1e-9 * rng.normal(size=(500, 32)))
     assert constant["collapsed"] and constant["std"] < 1e-8
     assert "alignment" not in constant
 

@@ -20,7 +20,7 @@ def reference_scores(train, labels, test, k, temperature, num_classes):
         train_n.append([v / norm for v in row])
     for j, q in enumerate(test.tolist()):
         qn = math.sqrt(sum(v * v for v in q))
-        sims = [sum(a * b for a, b in zip(q, t)) / qn for t in train_n]
+        sims = [sum(a * b for a, b in zip(q, t, strict=True)) / qn for t in train_n]
         nearest = sorted(range(len(sims)), key=lambda i: -sims[i])[: min(k, len(sims))]
         for i in nearest:
             out[j, labels[i]] += math.exp(sims[i] / temperature)
@@ -63,9 +63,12 @@ def test_top1_agrees_with_sklearn_weighted_cosine_knn():
     clf = KNeighborsClassifier(
         n_neighbors=k, metric="cosine", algorithm="brute", weights=lambda d: np.exp((1 - d) / temperature)
     ).fit(train, y_train)
-    ours = knn_scores(train, y_train, test, k, temperature, num_classes=10).argmax(axis=1)
-    agreement = (ours == clf.predict(test)).mean()
+    scores = knn_scores(train, y_train, test, k, temperature, num_classes=10)
+    agreement = (scores.argmax(axis=1) == clf.predict(test)).mean()
     assert agreement >= 0.99, agreement
+    # sklearn's predict_proba is the same vote, normalised per row
+    proba = scores / scores.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(proba, clf.predict_proba(test), atol=1e-9)
     acc = knn_eval(train, y_train, test, y[1000:], k, temperature, 10)["top1"]
     assert acc == pytest.approx((clf.predict(test) == y[1000:]).mean(), abs=0.01)
 

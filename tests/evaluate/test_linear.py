@@ -57,6 +57,7 @@ def test_matches_sklearn_accuracy_and_objective(problem, l2):
     assert 0.5 < ours["top1"] < 1.0  # a non-trivial problem, so agreement means something
 
     weight, bias, loss = fit_logistic(s_tr, y_tr, num_classes, l2)
+    assert ((s_te @ weight + bias).argmax(axis=1) == clf.predict(s_te)).mean() >= 0.99
     sk_loss = numpy_objective(s_tr, y_tr, clf.coef_.T, clf.intercept_, l2)
     assert loss == pytest.approx(numpy_objective(s_tr, y_tr, weight, bias, l2), abs=1e-12)
     assert loss <= sk_loss + 1e-6, (loss, sk_loss)
