@@ -34,7 +34,7 @@ from jem.engine.monitor import KNNMonitor
 from jem.engine.optim import build_optimizer, effective_lr, lr_at, set_lr
 from jem.engine.sources import CachedViews
 from jem.methods import get_method_class
-from jem.methods.base import Method, StepContext
+from jem.methods.base import EpochData, Method, StepContext
 
 
 def build_method(cfg: Config, in_channels: int, image_size: int) -> Method:
@@ -104,6 +104,9 @@ def train_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     cache = ViewCache(config["views"])
     n_images = int(cache.meta["num_images"])
     source = CachedViews(cache, mean, std, device)
+    prepared = Path(config["prepared"])
+    pretrain_file = prepared / "pretrain_x.npy"
+    train_images = np.load(pretrain_file if pretrain_file.exists() else prepared / "train_x.npy", mmap_mode="r")
 
     torch.manual_seed(cfg.seed)
     method = build_method(cfg, int(cache.meta["channels"]), int(cache.meta["size"])).to(device)
@@ -141,12 +144,14 @@ def train_worker(config: dict[str, Any]) -> dict[str, Any] | None:
         order = np.random.default_rng([cfg.seed, epoch]).permutation(n_images)
         shards = order[: steps_per_epoch * world * batch].reshape(steps_per_epoch, world, batch)[:, rank]
         view_rng = np.random.default_rng([cfg.seed, epoch, rank, 1])
+        method.on_epoch_start(EpochData(epoch, train_images, stats["mean"], stats["std"], device, rank, world))
         loss_sum = torch.zeros((), dtype=torch.float64)
         t0 = time.perf_counter()
         for i in range(steps_per_epoch):
             step = epoch * steps_per_epoch + i
-            ctx = StepContext(epoch, step, total_steps, steps_per_epoch)
-            views = source.views(np.sort(shards[i]), method.n_global, method.n_local, view_rng)
+            idx = np.sort(shards[i])
+            ctx = StepContext(epoch, step, total_steps, steps_per_epoch, indices=torch.from_numpy(idx).to(device))
+            views = source.views(idx, method.n_global, method.n_local, view_rng)
             set_lr(optimizer, lr_at(step, total_steps, warmup, peak_lr, tcfg.min_lr_ratio))
             out = model(views, ctx)
             loss = out["loss"]

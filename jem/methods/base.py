@@ -26,6 +26,20 @@ class StepContext:
     total_steps: int
     steps_per_epoch: int
     gather: Gather = gather
+    indices: torch.Tensor | None = None  # (B,) int64 dataset indices of this worker's batch
+
+
+@dataclass(frozen=True)
+class EpochData:
+    """What ``on_epoch_start`` may use: the un-augmented training images and how to feed them."""
+
+    epoch: int
+    images: Any  # uint8 (N, H, W, C) array (memory-mapped)
+    mean: list[float]
+    std: list[float]
+    device: torch.device
+    rank: int
+    world_size: int
 
     @property
     def progress(self) -> float:
@@ -60,6 +74,9 @@ class Method(nn.Module):
     def forward(self, views: list[torch.Tensor], ctx: StepContext) -> dict[str, torch.Tensor]:
         """Returns a dict with the scalar ``"loss"`` to minimise plus detached logging terms."""
         raise NotImplementedError
+
+    def on_epoch_start(self, data: EpochData) -> None:
+        """Hook before each epoch (e.g. DeepCluster re-clusters features of all images). Default: nothing."""
 
     def before_optimizer_step(self, ctx: StepContext) -> None:
         """Hook after backward, before the optimizer step (e.g. SwAV zeroes the prototypes'
