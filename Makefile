@@ -16,11 +16,14 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## Fashion-MNIST from Debian (tests that need it skip when it cannot be installed).
+## Debian packages some tests use: Fashion-MNIST and headless Chromium (for the report check).
+## Tests that need them skip with a reason when they cannot be installed (not root, no apt).
 datasets:
-	@if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
-		(apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null) \
-		|| echo "note: could not install dataset-fashion-mnist; Fashion-MNIST tests will be skipped"; fi
+	@need=""; [ -d /usr/share/datasets/fashion-mnist ] || need="$$need dataset-fashion-mnist"; \
+	command -v chromium >/dev/null || need="$$need chromium"; \
+	if [ -n "$$need" ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need >/dev/null) \
+		|| echo "note: could not install$$need; the tests that need them will be skipped"; fi
 
 run: install
 	dvc repro

@@ -25,8 +25,9 @@ from jem._schema import knob
 from jem.method_params import METHOD_PARAMS
 
 DATASETS = ("digits", "fashion-mnist", "cifar10", "cifar100", "stl10", "imagefolder")
-BACKBONES = ("small_cnn", "resnet18")
+BACKBONES = ("small_cnn", "resnet18", "vit_tiny")
 OPTIMIZERS = ("sgd", "adamw", "lars")
+PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 
 
 class ConfigError(ValueError):
@@ -87,6 +88,9 @@ class ModelConfig:
     backbone: str = knob("small_cnn", choices=BACKBONES)
     width: int = knob(32, lo=4, hi=1024)  # small_cnn base channel count
     projector: list = knob([256, 256], min_len=1, item_lo=1)  # hidden..., output widths
+    patch_size: int = knob(0, lo=0, hi=64)  # vit_tiny patch size; 0 -> automatic (8x8 -> 2, 28/32 -> 4)
+    depth: int = knob(12, lo=1, hi=48)  # vit_tiny transformer blocks (DeiT-Ti: 12)
+    mask_ratio: float = knob(0.0, lo=0.0, hi=0.95)  # vit_tiny: fraction of patch tokens dropped in training
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,9 @@ class TrainConfig:
     workers: int = knob(1, lo=1, hi=4096)
     cpus_per_worker: float = knob(1.0, gt=0.0, hi=256.0)
     use_gpu: bool = knob(False)
+    precision: str = knob("auto", choices=("auto", "fp32", "bf16"))  # auto: bf16 autocast on GPU, fp32 on CPU
+    memory_format: str = knob("auto", choices=("auto", "contiguous", "channels_last"))  # auto: channels_last on GPU
+    compile: bool = knob(False)  # torch.compile the backbone (the first steps pay the compilation)
     sync_bn: bool = knob(False)
     checkpoint_every: int = knob(5, lo=1)
     max_failures: int = knob(0, lo=-1)
@@ -124,8 +131,10 @@ class EvalConfig:
 class RayConfig:
     address: str = knob("")  # "" -> $RAY_ADDRESS, else a fresh local instance
     num_cpus: int = knob(0, lo=0)  # local instance CPUs (0 = all of this machine)
-    storage: str = knob("")  # "" -> <repo>/.jem/ray_results (git-ignored)
+    storage: str = knob("")  # "" -> <repo>/.jem/ray_results (git-ignored); or a shared path / s3:// URI
     log_to_driver: bool = knob(True)
+    placement_strategy: str = knob("PACK", choices=PLACEMENT_STRATEGIES)  # how workers spread over nodes
+    dashboard: bool = knob(False)  # start the Ray dashboard with a local instance (needs ray[default])
 
 
 def _all_method_params() -> dict[str, Any]:
@@ -279,6 +288,22 @@ def _check_cross_field(cfg: Config) -> None:
     if 0 < k < needs:
         raise ConfigError(f"augment.views_per_image = {k} is too small; method {cfg.method} needs "
                           f"at least {needs} views per image")
+    p, batch = cfg.method_params, cfg.train.batch_size
+    if cfg.method == "wmse":
+        if p.w_size <= p.emb_dim:
+            raise ConfigError(f"methods.wmse.w_size = {p.w_size} must exceed methods.wmse.emb_dim = {p.emb_dim} "
+                              "(the whitening covariance would be singular)")
+        if cfg.train.workers * batch <= p.emb_dim:
+            raise ConfigError(f"train.batch_size = {batch} x {cfg.train.workers} worker(s) must exceed "
+                              f"methods.wmse.emb_dim = {p.emb_dim} for W-MSE whitening")
+    if cfg.method == "moco" and batch < 2 * p.bn_splits:
+        raise ConfigError(f"train.batch_size = {batch} is too small for methods.moco.bn_splits = {p.bn_splits}; "
+                          f"need at least {2 * p.bn_splits}")
+    for key in ("local_crops",):
+        n_local = getattr(p, key, 0)
+        if n_local > cfg.augment.multicrop.local_crops and cfg.augment.views_per_image > 0:
+            raise ConfigError(f"methods.{cfg.method}.local_crops = {n_local} exceeds "
+                              f"augment.multicrop.local_crops = {cfg.augment.multicrop.local_crops}")
     if cfg.dataset == "imagefolder" and not cfg.data.root:
         raise ConfigError("data.root = '' but dataset imagefolder needs data.root (one sub-folder "
                           "per class)")

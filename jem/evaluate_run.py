@@ -1,39 +1,106 @@
 """The `evaluate` step: every protocol of DESIGN section 7 on the pretrained encoder and on the
-two baselines (raw pixels, a randomly initialised encoder of the same architecture)."""
+two baselines (raw pixels, a randomly initialised encoder of the same architecture), collapse
+diagnostics of the backbone and projector outputs, and the arrays the report draws (predictions,
+t-SNE map, retrieval, correlation matrices, a sample of the training views).
+
+Artefacts folder (``artefacts``; the DVC out ``data/eval``), all ``.npz`` unless noted:
+
+- ``meta.json``: class names, dataset, sizes, which artefacts exist.
+- ``predictions``: ``y_true``, ``linear_pred``, ``knn_pred`` on the whole test split.
+- ``tsne``: ``xy`` (M, 2) and ``labels`` (M,) for at most 2000 test images.
+- ``retrieval``: ``query_x`` (8, H, W, C), ``query_y``, ``neigh_x`` (8, 8, H, W, C), ``neigh_y``,
+  ``neigh_sim`` (cosine similarity of backbone features).
+- ``correlation``: ``backbone`` (D', D') correlation of test backbone features and, with a
+  projector, ``projector_xcorr`` (P', P') cross-correlation of the projector outputs of two
+  augmented views (D', P' <= 256: the first dimensions).
+- ``views``: ``originals`` (n, H, W, C), ``views`` (n, K', S, S, C), optional ``locals``, ``source``.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
-from jem.config import EvalConfig
+from jem.config import AugmentConfig, EvalConfig
+
+MAX_DIAG_POINTS = 4096  # test rows used for the collapse diagnostics (RankMe is O(N D^2))
+MAX_TSNE_POINTS = 2000
+MAX_CORR_DIMS = 256
+N_QUERIES, N_NEIGHBOURS, N_VIEW_IMAGES = 8, 8, 8
 
 
 def _protocols(train_f: np.ndarray, train_y: np.ndarray, test_f: np.ndarray, test_y: np.ndarray,
-               ecfg: EvalConfig, num_classes: int, with_all_k: bool = True) -> dict[str, Any]:
-    from jem.evaluate.knn import knn_eval
-    from jem.evaluate.linear import linear_probe
+               ecfg: EvalConfig, num_classes: int, with_all_k: bool = True,
+               predictions: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+    """kNN for each k (first k -> ``knn``, others -> ``knn<k>``) and the linear probe; when
+    ``predictions`` is given, the first-k kNN and linear test predictions are stored in it."""
+    from jem.evaluate.knn import knn_scores, topk_accuracy
+    from jem.evaluate.linear import linear_logits
 
     out: dict[str, Any] = {}
     ks = ecfg.knn_k if with_all_k else ecfg.knn_k[:1]
     for i, k in enumerate(ks):
-        out["knn" if i == 0 else f"knn{k}"] = knn_eval(train_f, train_y, test_f, test_y, k,
-                                                       ecfg.knn_temperature, num_classes)
-    out["linear"] = linear_probe(train_f, train_y, test_f, test_y, num_classes, ecfg.linear_l2,
-                                 ecfg.linear_max_iter)
+        scores = knn_scores(train_f, train_y, test_f, k, ecfg.knn_temperature, num_classes)  # (N, C)
+        out["knn" if i == 0 else f"knn{k}"] = topk_accuracy(scores, test_y)
+        if i == 0 and predictions is not None:
+            predictions["knn_pred"] = scores.argmax(axis=1)
+    logits = linear_logits(train_f, train_y, test_f, num_classes, ecfg.linear_l2, ecfg.linear_max_iter)
+    out["linear"] = topk_accuracy(logits, test_y)
+    if predictions is not None:
+        predictions["linear_pred"] = logits.argmax(axis=1)
     return out
 
 
-def evaluate(prepared: Path, encoder_dir: Path, ecfg: EvalConfig, seed: int, progress: bool = True
-             ) -> dict[str, Any]:
+def _project(head: torch.nn.Module, feats: np.ndarray, batch_size: int) -> np.ndarray:
+    """Projector outputs (N, P) of backbone features (N, D), eval mode, no grad."""
+    with torch.no_grad():
+        parts = [head(torch.from_numpy(feats[i : i + batch_size])).float().numpy()
+                 for i in range(0, len(feats), batch_size)]
+    return np.concatenate(parts, axis=0)
+
+
+def _diagnostics(z: np.ndarray, pair: tuple[np.ndarray, np.ndarray] | None, seed: int) -> dict[str, float]:
+    from jem.evaluate.collapse import alignment, collapse_report
+
+    report = collapse_report(z, seed=seed)
+    if pair is not None:
+        report["alignment"] = alignment(*pair)
+    return {k: float(v) for k, v in report.items()}
+
+
+def _verdict(collapse: dict[str, Any]) -> int:
+    """Top-level ``collapse.collapsed``: the backbone's verdict (the representation every protocol
+    evaluates), or a *complete* collapse of the projector head (std < 0.2 / sqrt(P): near-constant
+    outputs, a failed run whatever the head). Dimensional collapse of the projector alone is not
+    flagged: projectors are routinely lower-rank than the backbone (Jing et al., 2022,
+    arXiv:2110.09348), and pretext heads (rotation: 4 logits) are low-dimensional by design."""
+    from jem.evaluate.collapse import STD_COLLAPSE_FRACTION
+
+    proj = collapse.get("projector")
+    complete = proj is not None and proj["std"] < STD_COLLAPSE_FRACTION * proj["std_healthy"]
+    return int(bool(collapse["backbone"]["collapsed"]) or complete)
+
+
+def evaluate(prepared: Path, encoder_dir: Path, ecfg: EvalConfig, seed: int, progress: bool = True, *,
+             artefacts: Path | None = None, views: Path | None = None, augment: AugmentConfig | None = None,
+             method_params: Any = None) -> dict[str, Any]:
+    """All metrics as a nested dict (see the module docstring for ``artefacts``).
+
+    ``augment`` (the run's view recipes) enables alignment and the projector cross-correlation on
+    two augmented views (``view_a``, ``view_b``) of the test images; ``method_params`` helps
+    rebuild the projector head (:func:`jem.export.load_projector`).
+    """
     from jem.engine.checkpoint import load_encoder
-    from jem.evaluate.collapse import collapse_report
+    from jem.evaluate.artefacts import augmented_pairs, subsample
+    from jem.evaluate.collapse import correlation_matrix, cross_correlation
     from jem.evaluate.features import extract_features
     from jem.evaluate.semi import finetune
+    from jem.export import load_projector
     from jem.models import build_backbone
 
     stats = json.loads((prepared / "stats.json").read_text())
@@ -42,27 +109,96 @@ def evaluate(prepared: Path, encoder_dir: Path, ecfg: EvalConfig, seed: int, pro
     vx, vy = np.load(prepared / "test_x.npy"), np.load(prepared / "test_y.npy")
     encoder = load_encoder(encoder_dir)
     arch = json.loads((encoder_dir / "encoder.json").read_text())["arch"]
+    projector = load_projector(encoder_dir, method_params)
+    steps = ["features", "kNN + linear", "collapse", "semi-sup. 1%", "semi-sup. 10%", "random init", "raw pixels"]
+    steps += ["report artefacts"] if artefacts is not None else []
+    bar = tqdm(total=len(steps), desc="evaluate", unit="step", disable=not progress)
 
-    def feats(net: torch.nn.Module) -> tuple[np.ndarray, np.ndarray]:
-        return (extract_features(net, tx, mean, std, ecfg.batch_size, progress=progress),
-                extract_features(net, vx, mean, std, ecfg.batch_size, progress=progress))
+    def advance() -> None:
+        bar.update(1)
+        if bar.n < len(steps):
+            bar.set_postfix_str(steps[bar.n])
 
+    def feats(net: torch.nn.Module, images: np.ndarray) -> np.ndarray:
+        return extract_features(net, images, mean, std, ecfg.batch_size, progress=progress)
+
+    bar.set_postfix_str(steps[0])
     metrics: dict[str, Any] = {}
-    train_f, test_f = feats(encoder)
-    metrics.update(_protocols(train_f, ty, test_f, vy, ecfg, n_cls))
-    metrics["collapse"] = {k: float(v) for k, v in collapse_report(test_f).items()}
+    train_f, test_f = feats(encoder, tx), feats(encoder, vx)
+    advance()
+    preds: dict[str, np.ndarray] = {"y_true": vy}
+    metrics.update(_protocols(train_f, ty, test_f, vy, ecfg, n_cls, predictions=preds))
+    advance()
+
+    # collapse diagnostics on a seeded subset of the test split, clean images and two views
+    sub = subsample(len(vx), MAX_DIAG_POINTS, seed)
+    pair_f = None
+    if augment is not None:
+        xa, xb = augmented_pairs(vx[sub], augment.view_a, augment.view_b, seed)
+        pair_f = (feats(encoder, xa), feats(encoder, xb))
+    collapse: dict[str, Any] = {"backbone": _diagnostics(test_f[sub], pair_f, seed)}
+    correlation = {"backbone": correlation_matrix(test_f[sub][:, :MAX_CORR_DIMS])}
+    if projector is not None:
+        proj_pair = None if pair_f is None else (_project(projector, pair_f[0], ecfg.batch_size),
+                                                 _project(projector, pair_f[1], ecfg.batch_size))
+        collapse["projector"] = _diagnostics(_project(projector, test_f[sub], ecfg.batch_size), proj_pair, seed)
+        if proj_pair is not None:
+            correlation["projector_xcorr"] = cross_correlation(proj_pair[0][:, :MAX_CORR_DIMS],
+                                                               proj_pair[1][:, :MAX_CORR_DIMS])
+    collapse["collapsed"] = _verdict(collapse)
+    metrics["collapse"] = collapse
+    advance()
+
     for frac in ("1pct", "10pct"):
         idx = np.load(prepared / f"subset_{frac}.npy")
         metrics[f"semi_{frac}"] = finetune(encoder, train_f.shape[1], tx[idx], ty[idx], vx, vy, mean, std, n_cls,
                                            ecfg.semi_epochs, ecfg.semi_lr, seed=seed, progress=progress)
+        advance()
 
     torch.manual_seed(seed)
     random_net, _ = build_backbone(arch)
-    rf_train, rf_test = feats(random_net.eval())
-    metrics["random_init"] = _protocols(rf_train, ty, rf_test, vy, ecfg, n_cls, with_all_k=False)
+    random_net.eval()
+    metrics["random_init"] = _protocols(feats(random_net, tx), ty, feats(random_net, vx), vy, ecfg, n_cls,
+                                        with_all_k=False)
+    advance()
 
     def pixels(x: np.ndarray) -> np.ndarray:
         return x.reshape(len(x), -1).astype(np.float32) / 255.0
 
     metrics["pixels"] = _protocols(pixels(tx), ty, pixels(vx), vy, ecfg, n_cls, with_all_k=False)
+    advance()
+
+    if artefacts is not None:
+        _write_artefacts(artefacts, prepared, views, augment, seed, stats, preds, correlation,
+                         (tx, ty, train_f), (vx, vy, test_f))
+        advance()
+    bar.close()
     return metrics
+
+
+def _write_artefacts(out: Path, prepared: Path, views: Path | None, augment: AugmentConfig | None, seed: int,
+                     stats: dict[str, Any], preds: dict[str, np.ndarray], correlation: dict[str, np.ndarray],
+                     train: tuple[np.ndarray, np.ndarray, np.ndarray],
+                     test: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+    from jem.evaluate.artefacts import pick_per_class, retrieval, tsne_map, view_samples
+    from jem.io import atomic_dir
+
+    tx, ty, train_f = train
+    vx, vy, test_f = test
+    xy, idx = tsne_map(test_f, MAX_TSNE_POINTS, seed)
+    queries = pick_per_class(vy, N_QUERIES, seed)
+    neigh, sims = retrieval(train_f, test_f[queries], N_NEIGHBOURS)  # (Q, k)
+    sample = view_samples(prepared, views, augment, N_VIEW_IMAGES, seed)
+    with atomic_dir(out) as tmp:
+        np.savez(tmp / "predictions.npz", **cast(Any, preds))
+        np.savez(tmp / "tsne.npz", xy=xy, labels=vy[idx])
+        np.savez(tmp / "retrieval.npz", query_x=vx[queries], query_y=vy[queries], neigh_x=tx[neigh],
+                 neigh_y=ty[neigh], neigh_sim=sims)
+        np.savez(tmp / "correlation.npz", **cast(Any, {k: v.astype(np.float32) for k, v in correlation.items()}))
+        if sample:
+            np.savez(tmp / "views.npz", **cast(Any, sample))
+        meta = {"dataset": stats.get("dataset"), "classes": [str(c) for c in stats["classes"]],
+                "n_test": int(len(vy)), "n_tsne": int(len(idx)), "image_size": int(vx.shape[1]),
+                "channels": int(vx.shape[3]), "views_source": str(sample.get("source", "none")),
+                "files": sorted(p.name for p in tmp.iterdir())}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")

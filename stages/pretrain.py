@@ -27,17 +27,18 @@ def main() -> None:
     for p in (args.prepared / "stats.json", args.views / "meta.json"):
         if not p.exists():
             raise FileNotFoundError(f"{p} not found: run the prepare and augment stages first")
-    from jem.engine.run import pretrain
+    from jem.engine.run import pretrain, resolve_storage
     from jem.io import write_json
 
-    root = Path(os.environ.get("DVC_ROOT", "."))
-    storage = Path(cfg.ray.storage) if cfg.ray.storage else root / ".jem" / "ray_results"
+    storage = resolve_storage(cfg.ray.storage, Path(os.environ.get("DVC_ROOT", ".")))
     t0 = time.perf_counter()
     summary = pretrain(cfg, raw, args.prepared, args.views, args.out, args.live, storage)
     summary["wall_s"] = time.perf_counter() - t0
     write_json(args.metrics, summary)
-    print(f"pretrained {cfg.method}: final loss {summary['final_loss']:.4f}, "
-          f"{summary['views_per_s']:.0f} views/s, {summary['wall_s']:.0f} s")
+    resumed = f", resumed at epoch {summary['start_epoch']}" if summary["start_epoch"] else ""
+    print(f"pretrained {cfg.method}: final loss {summary['final_loss']:.4f}, {summary['workers']} worker(s), "
+          f"effective batch {summary['effective_batch']}, {summary['views_per_s']:.0f} views/s, "
+          f"{summary['wall_s']:.0f} s{resumed}")
 
 
 if __name__ == "__main__":

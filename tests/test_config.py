@@ -31,6 +31,9 @@ ROOT = Path(__file__).resolve().parents[1]
     ({"train": 5}, "train. = 5 must be a mapping"),
     ({"augment": {"views_per_image": 1}}, "augment.views_per_image = 1 is too small"),
     ({"dataset": "imagefolder"}, "dataset imagefolder needs data.root"),
+    ({"method": "wmse", "methods": {"wmse": {"w_size": 32, "emb_dim": 32}}}, "methods.wmse.w_size = 32 must exceed"),
+    ({"method": "moco", "train": {"batch_size": 4}}, "train.batch_size = 4 is too small for methods.moco.bn_splits"),
+    ({"method": "dino", "methods": {"dino": {"local_crops": 2}}}, "methods.dino.local_crops = 2 exceeds"),
 ])
 def test_each_failure_kind_is_one_clear_line(raw, expected):
     with pytest.raises(ConfigError) as info:

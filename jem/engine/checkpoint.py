@@ -33,8 +33,9 @@ def load_state(folder: Path, method: nn.Module, optimizer: torch.optim.Optimizer
     return int(state["epoch"]), list(state["history"])
 
 
-def save_encoder(folder: Path, method: Any) -> None:
-    """Write ``encoder.safetensors`` + ``encoder.json`` (arch, feature dim, method)."""
+def save_encoder(folder: Path, method: Any, stats: dict[str, Any] | None = None) -> None:
+    """Write ``encoder.safetensors`` + ``encoder.json`` (arch, feature dim, method, and the input
+    normalisation ``mean``/``std`` when ``stats`` is given, so the export is self-contained)."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in method.backbone.state_dict().items()}
     save_file(tensors, str(folder / "encoder.safetensors"))
     projector = getattr(method, "projector", None)
@@ -43,6 +44,8 @@ def save_encoder(folder: Path, method: Any) -> None:
                   str(folder / "projector.safetensors"))
     meta = {"arch": method.arch, "feat_dim": method.feat_dim, "method": method.name,
             "projector": list(getattr(method, "projector_dims", []))}
+    if stats is not None:
+        meta.update(mean=list(stats["mean"]), std=list(stats["std"]))
     (folder / "encoder.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 

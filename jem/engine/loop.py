@@ -1,11 +1,17 @@
 """The one training loop, run by every Ray Train worker. Read it top to bottom.
 
-Data: each worker memory-maps the view cache and, every epoch, takes its own shard of a seeded
-permutation of the training images (same permutation on every worker, disjoint shards), so the
-effective batch is ``workers x batch_size``. For each batch it picks ``n_global`` distinct cached
-views per image (one even and one odd id for two views: the asymmetric BYOL/VICReg pair) plus any
-local crops, and turns them into normalised float tensors with vectorised numpy/torch ops (no
-per-sample Python).
+Data: every epoch each worker takes its own shard of a seeded permutation of the training images
+(same permutation on every worker, disjoint shards), so the effective batch is
+``workers x batch_size``. A source (:mod:`jem.engine.sources`) turns a batch of image ids into
+normalised views with vectorised ops (no per-sample Python): with a view cache it picks
+``n_global`` distinct cached views per image from the memory map (one even and one odd id for two
+views: the asymmetric BYOL/VICReg pair) plus any local crops; with ``augment.views_per_image: 0``
+it renders fresh views on the training device.
+
+Speed switches: ``train.precision`` (bf16 autocast of the forward pass, loss included, as the
+VICReg/Barlow Twins reference code does), ``train.memory_format`` (channels_last model and views)
+-- both ``auto`` = on for GPU workers, off on CPU -- and ``train.compile`` (``torch.compile`` of the
+backbone, its state-dict keys unchanged).
 
 Reproducibility: model init from ``seed``; batch order and view choice from ``(seed, epoch,
 rank)``; so a run resumed from an epoch-``e`` checkpoint replays the same data as an
@@ -14,9 +20,11 @@ uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import signal
 import tempfile
 import time
 from pathlib import Path
@@ -27,12 +35,11 @@ import torch
 from torch import nn
 
 from jem import dist
-from jem.augment.cache import ViewCache
-from jem.config import Config, parse_config
+from jem.config import Config, TrainConfig, parse_config
 from jem.engine.checkpoint import load_state, save_encoder, save_state
 from jem.engine.monitor import KNNMonitor
 from jem.engine.optim import build_optimizer, effective_lr, lr_at, set_lr
-from jem.engine.sources import CachedViews
+from jem.engine.sources import make_source
 from jem.methods import get_method_class
 from jem.methods.base import EpochData, Method, StepContext
 
@@ -45,6 +52,85 @@ def build_method(cfg: Config, in_channels: int, image_size: int) -> Method:
 
 class NonFiniteLoss(RuntimeError):
     pass
+
+
+def epoch_shards(seed: int, epoch: int, n_images: int, steps: int, world: int, batch: int) -> np.ndarray:
+    """Image ids of every worker's batches in ``epoch``: (steps, world, batch). One seeded
+    permutation shared by all workers, cut into disjoint shards, so global batch ``i`` is the same
+    set of images for 2 x 128 as for 1 x 256."""
+    order = np.random.default_rng([seed, epoch]).permutation(n_images)
+    return order[: steps * world * batch].reshape(steps, world, batch)
+
+
+def _test_kill_epoch(rank: int, world: int) -> int | None:
+    """Test hook for the fault-tolerance tests: with ``JEM_TEST_KILL_EPOCH=k`` and
+    ``JEM_TEST_KILL_MARKER=<path>`` the last rank SIGKILLs itself halfway through epoch ``k``,
+    once (it creates the marker file first, so the restarted worker trains on). It waits 3 s
+    before the kill: Ray's controller polls workers for reports every 2 s, and a checkpoint it has
+    not collected yet is lost with the worker."""
+    epoch, marker = os.environ.get("JEM_TEST_KILL_EPOCH"), os.environ.get("JEM_TEST_KILL_MARKER")
+    if epoch is None or not marker or rank != world - 1 or os.path.exists(marker):
+        return None
+    return int(epoch)
+
+
+def _maybe_kill(kill_epoch: int | None, epoch: int, step_in_epoch: int, steps: int) -> None:
+    if kill_epoch == epoch and step_in_epoch == steps // 2:
+        Path(os.environ["JEM_TEST_KILL_MARKER"]).write_text(f"killed pid {os.getpid()} in epoch {epoch}\n")
+        time.sleep(3.0)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _replica_report(method: nn.Module, world: int) -> dict[str, float]:
+    """How many Ray nodes the workers ran on, and the largest difference of a parameter checksum
+    between replicas (0 when DDP kept them in sync)."""
+    if world == 1:
+        return {"nodes": 1, "replica_param_spread": 0.0}
+    import ray
+    import torch.distributed as torch_dist
+
+    mine = (ray.get_runtime_context().get_node_id(), float(sum(p.detach().double().sum() for p in
+                                                               method.parameters())))
+    allv: list[Any] = [None] * world
+    torch_dist.all_gather_object(allv, mine)
+    sums = [v[1] for v in allv]
+    return {"nodes": len({v[0] for v in allv}), "replica_param_spread": max(sums) - min(sums)}
+
+
+def configure_threads(cpus: float) -> None:
+    """Intra-op threads = the worker's CPUs (Ray's ``cpus_per_worker``, at least 1), one inter-op
+    thread (the loop never runs ops concurrently), so workers sharing a node do not oversubscribe it."""
+    torch.set_num_threads(max(1, int(cpus)))
+    with contextlib.suppress(RuntimeError):  # only settable before the first parallel region
+        torch.set_num_interop_threads(1)
+
+
+def speed_settings(tcfg: TrainConfig, device: torch.device) -> tuple[bool, bool]:
+    """(bf16 autocast, channels_last) from ``train.precision`` / ``train.memory_format``; ``auto``
+    turns each on for CUDA devices and off on the CPU."""
+    gpu = device.type == "cuda"
+    amp = tcfg.precision == "bf16" or (tcfg.precision == "auto" and gpu)
+    channels_last = tcfg.memory_format == "channels_last" or (tcfg.memory_format == "auto" and gpu)
+    return amp, channels_last
+
+
+def train_step(model: nn.Module, method: Method, optimizer: torch.optim.Optimizer, views: list[torch.Tensor],
+               ctx: StepContext, amp: bool = False) -> torch.Tensor:
+    """One optimizer step on a batch of views (forward under optional bf16 autocast, backward, hooks,
+    optimizer step); returns the detached float32 loss. Raises :class:`NonFiniteLoss` before the update."""
+    with torch.autocast(views[0].device.type, dtype=torch.bfloat16, enabled=amp):
+        out = model(views, ctx)
+    loss = out["loss"].float()
+    if not torch.isfinite(loss):
+        raise NonFiniteLoss(f"non-finite loss {loss.item()} at step {ctx.step} (epoch {ctx.epoch}) of method "
+                            f"{method.name}: the learning rate ({optimizer.param_groups[0]['lr']:.3g}) is "
+                            "probably too high, or an embedding collapsed to zero variance")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    method.before_optimizer_step(ctx)
+    optimizer.step()
+    method.after_step(ctx)
+    return loss.detach()
 
 
 def _progress(total: int, initial: int, enabled: bool) -> Any:
@@ -90,7 +176,7 @@ def train_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     tcfg = cfg.train
     tctx = ray.train.get_context()
     rank, world = tctx.get_world_rank(), tctx.get_world_size()
-    torch.set_num_threads(max(1, int(tcfg.cpus_per_worker)))
+    configure_threads(tcfg.cpus_per_worker)
     if tcfg.use_gpu:
         import ray.train.torch
 
@@ -101,15 +187,19 @@ def train_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     stats = json.loads((Path(config["prepared"]) / "stats.json").read_text())
     mean = torch.tensor(stats["mean"], device=device).view(1, -1, 1, 1)
     std = torch.tensor(stats["std"], device=device).view(1, -1, 1, 1)
-    cache = ViewCache(config["views"])
-    n_images = int(cache.meta["num_images"])
-    source = CachedViews(cache, mean, std, device)
+    amp, channels_last = speed_settings(tcfg, device)
+    source = make_source(cfg, Path(config["prepared"]), Path(config["views"]), mean, std, device, channels_last)
+    n_images = source.num_images
     prepared = Path(config["prepared"])
     pretrain_file = prepared / "pretrain_x.npy"
     train_images = np.load(pretrain_file if pretrain_file.exists() else prepared / "train_x.npy", mmap_mode="r")
 
     torch.manual_seed(cfg.seed)
-    method = build_method(cfg, int(cache.meta["channels"]), int(cache.meta["size"])).to(device)
+    method = build_method(cfg, source.channels, source.size).to(device)
+    if channels_last:
+        method = method.to(memory_format=torch.channels_last)
+    if tcfg.compile:
+        method.backbone.compile()
     if tcfg.sync_bn and world > 1:
         method = nn.SyncBatchNorm.convert_sync_batchnorm(method)
     model: nn.Module = method
@@ -138,33 +228,24 @@ def train_worker(config: dict[str, Any]) -> dict[str, Any] | None:
                           cfg.seed) if every and rank == 0 else None)
     bar = _progress(total_steps, start_epoch * steps_per_epoch, rank == 0 and config.get("progress", True))
     n_views = method.n_global + method.n_local
+    kill_epoch = _test_kill_epoch(rank, world)
     t_run = time.perf_counter()
     for epoch in range(start_epoch, tcfg.epochs):
         model.train()
-        order = np.random.default_rng([cfg.seed, epoch]).permutation(n_images)
-        shards = order[: steps_per_epoch * world * batch].reshape(steps_per_epoch, world, batch)[:, rank]
+        shards = epoch_shards(cfg.seed, epoch, n_images, steps_per_epoch, world, batch)[:, rank]
         view_rng = np.random.default_rng([cfg.seed, epoch, rank, 1])
         method.on_epoch_start(EpochData(epoch, train_images, stats["mean"], stats["std"], device, rank, world))
         loss_sum = torch.zeros((), dtype=torch.float64)
         t0 = time.perf_counter()
         for i in range(steps_per_epoch):
+            _maybe_kill(kill_epoch, epoch, i, steps_per_epoch)
             step = epoch * steps_per_epoch + i
             idx = np.sort(shards[i])
             ctx = StepContext(epoch, step, total_steps, steps_per_epoch, indices=torch.from_numpy(idx).to(device))
             views = source.views(idx, method.n_global, method.n_local, view_rng)
             set_lr(optimizer, lr_at(step, total_steps, warmup, peak_lr, tcfg.min_lr_ratio))
-            out = model(views, ctx)
-            loss = out["loss"]
-            if not torch.isfinite(loss):
-                raise NonFiniteLoss(f"non-finite loss {loss.item()} at step {step} (epoch {epoch}) of method "
-                                    f"{cfg.method}: the learning rate ({optimizer.param_groups[0]['lr']:.3g}) is "
-                                    "probably too high, or an embedding collapsed to zero variance")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            method.before_optimizer_step(ctx)
-            optimizer.step()
-            method.after_step(ctx)
-            loss_sum += loss.detach().double().cpu()
+            loss = train_step(model, method, optimizer, views, ctx, amp)
+            loss_sum += loss.double().cpu()
             if bar is not None:
                 bar.update(1)
         elapsed = time.perf_counter() - t0
@@ -182,7 +263,7 @@ def train_worker(config: dict[str, Any]) -> dict[str, Any] | None:
                 if rank == 0:
                     save_state(Path(tmp), method, optimizer, epoch + 1, history)
                     if last:
-                        save_encoder(Path(tmp), method)
+                        save_encoder(Path(tmp), method, stats)
                 ray.train.report(row, checkpoint=ray.train.Checkpoint.from_directory(tmp) if rank == 0 else None)
         else:
             ray.train.report(row)
@@ -190,6 +271,7 @@ def train_worker(config: dict[str, Any]) -> dict[str, Any] | None:
         bar.close()
     if live is not None:
         live.end()
+    replicas = _replica_report(method, world)
     if rank != 0:
         return None
     done = history[start_epoch:] if start_epoch < tcfg.epochs else history[-1:]
@@ -198,4 +280,4 @@ def train_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     return {"start_epoch": start_epoch, "epochs": tcfg.epochs, "final_loss": history[-1]["loss"],
             "views_per_s": views / secs if secs > 0 else math.nan, "train_s": time.perf_counter() - t_run,
             "effective_lr": peak_lr, "effective_batch": world * batch, "workers": world,
-            "steps_per_epoch": steps_per_epoch, "pid": os.getpid()}
+            "steps_per_epoch": steps_per_epoch, "pid": os.getpid(), **replicas}

@@ -2,34 +2,146 @@
 indices; it does not care whether they are read from the view cache or made on the device.
 
 * :class:`CachedViews`: memory-mapped view cache (``augment.views_per_image`` = K > 0), vectorised
-  numpy gathers, one host->device copy per view.
+  numpy gathers, one host->device copy per view. The CPU path: augmentation was paid for once, by
+  the ``augment`` stage.
+* :class:`DeviceAugment`: ``augment.views_per_image: 0``. The training images live as one uint8
+  tensor on the training device and every batch's views are rendered there with the batched
+  per-sample ops of :mod:`jem.augment` (the GPU path; it runs unchanged on the CPU).
+
+Both take the same arguments and return the same thing: a list of ``n_global`` global views
+followed by ``n_local`` local crops, each a normalised float (B, C, S, S) tensor on the device.
+:func:`make_source` picks one from the config.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
-from jem.augment.cache import ViewCache
+from jem.augment.cache import ViewCache, local_recipe, local_size
+from jem.augment.recipe import ViewParams, apply_view, sample_view_params, to_float_nchw
+from jem.config import AugmentConfig, Config
 
 
-def to_input(batch: np.ndarray, mean: torch.Tensor, std: torch.Tensor, device: torch.device) -> torch.Tensor:
+def _memory_format(channels_last: bool) -> torch.memory_format:
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
+def to_input(batch: np.ndarray, mean: torch.Tensor, std: torch.Tensor, device: torch.device,
+             channels_last: bool = False) -> torch.Tensor:
     """uint8 (B, H, W, C) -> normalised float (B, C, H, W) on ``device``."""
     x = torch.from_numpy(np.ascontiguousarray(batch))
     if device.type == "cuda":
         x = x.pin_memory()
     x = x.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
-    return (x - mean) / std
+    return ((x - mean) / std).contiguous(memory_format=_memory_format(channels_last))
 
 
 class CachedViews:
     """Views read from the cache: ``n_global`` distinct cached views per image plus local crops."""
 
-    def __init__(self, cache: ViewCache, mean: torch.Tensor, std: torch.Tensor, device: torch.device) -> None:
+    def __init__(self, cache: ViewCache, mean: torch.Tensor, std: torch.Tensor, device: torch.device,
+                 channels_last: bool = False) -> None:
         self.cache, self.mean, self.std, self.device = cache, mean, std, device
+        self.channels_last = channels_last
+        self.num_images = len(cache)
+        self.channels, self.size = int(cache.meta["channels"]), int(cache.meta["size"])
 
     def views(self, idx: np.ndarray, n_global: int, n_local: int, rng: np.random.Generator) -> list[torch.Tensor]:
         arrays = self.cache.gather(idx, self.cache.pick_views(n_global, len(idx), rng))
         if n_local:
             arrays += self.cache.gather_locals(idx, n_local, rng)
-        return [to_input(a, self.mean, self.std, self.device) for a in arrays]
+        return [to_input(a, self.mean, self.std, self.device, self.channels_last) for a in arrays]
+
+
+class DeviceAugment:
+    """On-device augmentation (``augment.views_per_image: 0``): every step renders fresh views.
+
+    The uint8 training images are copied once to ``device`` (through pinned memory and a
+    non-blocking copy on CUDA) and stay there. For a batch, global view j uses ``view_a`` when j is
+    even and ``view_b`` when j is odd (two views: the asymmetric BYOL/VICReg pair, view_a first),
+    local crops use :func:`~jem.augment.cache.local_recipe` at
+    :func:`~jem.augment.cache.local_size` -- the same recipes, sizes and samplers as the view cache,
+    so the per-sample parameters follow the cached distributions exactly. All global views of a
+    batch are rendered in one batched call (and the local crops in another) to keep the number of
+    kernel launches per step small.
+
+    Randomness: each call draws one 63-bit seed from the loop's ``rng`` (seeded by (seed, epoch,
+    rank)) for a fresh CPU ``torch.Generator``; all parameters of the step come from it, so the
+    views are deterministic under seed, epoch and rank, whatever the device.
+    """
+
+    def __init__(self, images: np.ndarray, aug: AugmentConfig, mean: torch.Tensor, std: torch.Tensor,
+                 device: torch.device, channels_last: bool = False) -> None:
+        if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4:
+            raise ValueError("DeviceAugment needs uint8 training images of shape (N, H, W, C); got "
+                             f"{getattr(images, 'dtype', type(images).__name__)} {getattr(images, 'shape', '')}")
+        self.num_images, h, w, self.channels = (int(v) for v in images.shape)
+        self.in_size = (h, w)
+        self.size = h  # global views keep the input height, as in the view cache
+        self.local_size = local_size(aug, self.size)
+        self.max_local = aug.multicrop.local_crops
+        self.recipes = (aug.view_a, aug.view_b)
+        self.local = local_recipe(aug)
+        self.mean, self.std, self.device, self.channels_last = mean, std, device, channels_last
+        host = torch.from_numpy(np.ascontiguousarray(images))  # (N, H, W, C) uint8
+        if device.type == "cuda":
+            host = host.pin_memory()
+        self.images = host.to(device, non_blocking=True)
+
+    def sample_params(self, batch: int, n_global: int, n_local: int, generator: torch.Generator
+                      ) -> tuple[ViewParams, ViewParams | None]:
+        """Parameters of one step: global views stacked view-major ((n_global x batch) rows, view j
+        in rows [j B, (j + 1) B)), and the local crops likewise (or None)."""
+        if n_global < 1:
+            raise ValueError(f"DeviceAugment: n_global = {n_global} must be >= 1")
+        if not 0 <= n_local <= self.max_local:
+            raise ValueError(f"DeviceAugment: {n_local} local crops requested but "
+                             f"augment.multicrop.local_crops = {self.max_local}")
+        glob = ViewParams.cat([sample_view_params(batch, self.recipes[j % 2], self.in_size, generator)
+                               for j in range(n_global)])
+        loc = (ViewParams.cat([sample_view_params(batch, self.local, self.in_size, generator)
+                               for _ in range(n_local)]) if n_local else None)
+        return glob, loc
+
+    def views(self, idx: np.ndarray, n_global: int, n_local: int, rng: np.random.Generator) -> list[torch.Tensor]:
+        g = torch.Generator().manual_seed(int(rng.integers(0, 2**63 - 1)))
+        glob_p, loc_p = self.sample_params(len(idx), n_global, n_local, g)
+        rows = torch.from_numpy(np.ascontiguousarray(idx, dtype=np.int64))
+        if self.device.type == "cuda":
+            rows = rows.pin_memory()
+        x = to_float_nchw(self.images[rows.to(self.device, non_blocking=True)])  # (B, C, H, W) in [0, 1]
+        out = self._finish(apply_view(x.repeat(n_global, 1, 1, 1), glob_p, self.size)).chunk(n_global)
+        if loc_p is not None:
+            # blurred in global-view pixel units, as in the cache (see apply_view)
+            loc = apply_view(x.repeat(n_local, 1, 1, 1), loc_p, self.local_size, blur_ref_size=self.size)
+            out += self._finish(loc).chunk(n_local)
+        return list(out)
+
+    def _finish(self, x: torch.Tensor) -> torch.Tensor:
+        """[0, 1] float -> normalised, in the training memory format."""
+        return x.sub_(self.mean).div_(self.std).contiguous(memory_format=_memory_format(self.channels_last))
+
+
+def training_images(prepared: Path) -> np.ndarray:
+    """The pretraining images of a prepared folder (``pretrain_x.npy``, else ``train_x.npy``)."""
+    for name in ("pretrain_x.npy", "train_x.npy"):
+        if (prepared / name).is_file():
+            return np.load(prepared / name)
+    raise ValueError(f"no pretrain_x.npy or train_x.npy in {str(prepared)!r}; run the prepare stage first")
+
+
+def make_source(cfg: Config, prepared: Path, views: Path, mean: torch.Tensor, std: torch.Tensor,
+                device: torch.device, channels_last: bool = False) -> CachedViews | DeviceAugment:
+    """The batch source a run's config asks for: the view cache when it holds views
+    (``augment.views_per_image`` > 0), on-device augmentation of the prepared images otherwise."""
+    cache = ViewCache(views)
+    if cache.views_per_image > 0:
+        return CachedViews(cache, mean, std, device, channels_last)
+    source = DeviceAugment(training_images(prepared), cfg.augment, mean, std, device, channels_last)
+    if source.num_images != len(cache):
+        raise ValueError(f"view cache {str(views)!r} describes {len(cache)} images but {str(prepared)!r} holds "
+                         f"{source.num_images}; re-run the augment stage")
+    return source

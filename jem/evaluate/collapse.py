@@ -88,6 +88,33 @@ def uniformity(z: Array, t: float = 2, chunk: int = 2048) -> float:
     return float(torch.logsumexp(torch.stack(parts), dim=0) - math.log(n_pairs))
 
 
+def cross_correlation(z1: Array, z2: Array) -> np.ndarray:
+    """Cross-correlation matrix (D1, D2) between the columns of z1 (N, D1) and z2 (N, D2).
+
+    Barlow Twins' ``C`` (Zbontar et al., 2021, arXiv:2103.03230, equation 2): each column is
+    centred over the N rows and scaled to unit norm, ``C_ij = sum_b z1_bi z2_bj``. Entries lie in
+    [-1, 1]; a column with zero variance gives a zero row/column. Two views of a healthy,
+    invariant and decorrelated embedding give C close to the identity.
+    """
+    a = _as_2d(z1, "z1", min_rows=2)  # (N, D1)
+    b = _as_2d(z2, "z2", min_rows=2)  # (N, D2)
+    if a.shape[0] != b.shape[0]:
+        raise ValueError(f"z1 and z2 need the same number of rows; got {a.shape[0]} vs {b.shape[0]}")
+
+    def unit_columns(t: torch.Tensor) -> torch.Tensor:
+        t = t - t.mean(dim=0, keepdim=True)
+        norm = t.norm(dim=0, keepdim=True)  # (1, D)
+        return torch.where(norm > 0, t / norm.clamp_min(torch.finfo(torch.float64).tiny), torch.zeros_like(t))
+
+    return (unit_columns(a).T @ unit_columns(b)).numpy()  # (D1, D2)
+
+
+def correlation_matrix(z: Array) -> np.ndarray:
+    """Pearson correlation (D, D) between the dimensions of z (N, D); constant dimensions give 0
+    off the diagonal and 0 on it (see :func:`cross_correlation`)."""
+    return cross_correlation(z, z)
+
+
 def collapse_report(
     z: Array, z_pair: Array | None = None, max_points: int = 4096, seed: int = 0
 ) -> dict[str, float | bool]:

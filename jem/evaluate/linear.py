@@ -87,6 +87,25 @@ def fit_logistic(
     return weight.detach().numpy(), bias.detach().numpy(), final
 
 
+def linear_logits(
+    train_feats: np.ndarray | torch.Tensor,
+    train_labels: np.ndarray | torch.Tensor,
+    test_feats: np.ndarray | torch.Tensor,
+    num_classes: int,
+    l2: float = 1e-4,
+    max_iter: int = 500,
+) -> np.ndarray:
+    """Test-split logits (N_test, C) of the linear probe: standardise, fit, apply.
+
+    Features (N, D) are standardised with the train statistics (:func:`standardise`), then a
+    multinomial logistic regression (:func:`fit_logistic`, penalty ``l2 / 2 * ||W||^2`` on the
+    mean cross-entropy) is fitted on the train split and applied to the test split.
+    """
+    x_train, x_test = standardise(train_feats, test_feats)
+    weight, bias, _ = fit_logistic(x_train, np.asarray(train_labels), num_classes, l2, max_iter)
+    return x_test @ weight + bias  # (N_test, C)
+
+
 def linear_probe(
     train_feats: np.ndarray | torch.Tensor,
     train_labels: np.ndarray | torch.Tensor,
@@ -96,13 +115,7 @@ def linear_probe(
     l2: float = 1e-4,
     max_iter: int = 500,
 ) -> dict[str, float]:
-    """Linear-probe top-1/top-5 accuracy on the test split, as ``{"top1": .., "top5": ..}``.
-
-    Features (N, D) are standardised with the train statistics (:func:`standardise`), then a
-    multinomial logistic regression (:func:`fit_logistic`, penalty ``l2 / 2 * ||W||^2`` on the
-    mean cross-entropy) is fitted on the train split and scored on the test split.
-    """
-    x_train, x_test = standardise(train_feats, test_feats)
-    weight, bias, _ = fit_logistic(x_train, np.asarray(train_labels), num_classes, l2, max_iter)
-    logits = x_test @ weight + bias  # (N_test, C)
+    """Linear-probe top-1/top-5 accuracy on the test split, as ``{"top1": .., "top5": ..}``
+    (:func:`linear_logits` + :func:`jem.evaluate.knn.topk_accuracy`)."""
+    logits = linear_logits(train_feats, train_labels, test_feats, num_classes, l2, max_iter)
     return topk_accuracy(logits, np.asarray(test_labels))

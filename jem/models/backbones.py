@@ -1,4 +1,5 @@
-"""Encoders ("backbones"): a small CNN for 8x8 to 32x32 inputs and a CIFAR-stem ResNet-18.
+"""Encoders ("backbones"): a small CNN for 8x8 to 32x32 inputs, a CIFAR-stem ResNet-18 and a small-patch
+ViT-Tiny (:mod:`jem.models.vit`).
 
 A backbone maps (B, C, H, W) float images to (B, D) features; ``D`` is returned next to the
 module by :func:`build_backbone`. The architecture is fully described by a small JSON-able dict
@@ -61,6 +62,11 @@ def build_backbone(arch: dict[str, Any]) -> tuple[nn.Module, int]:
         net: nn.Module = SmallCNN(cin, int(arch.get("width", 32)))
     elif name == "resnet18":
         net = cifar_resnet18(cin)
+    elif name == "vit_tiny":
+        from jem.models.vit import DEPTH, ViT
+
+        depth = int(arch.get("depth", 0)) or DEPTH
+        net = ViT(cin, int(arch["image_size"]), int(arch.get("patch_size", 0)), depth=depth)
     else:
-        raise ValueError(f"unknown backbone {name!r}; choose small_cnn or resnet18")
+        raise ValueError(f"unknown backbone {name!r}; choose small_cnn, resnet18 or vit_tiny")
     return net, int(net.out_dim)  # type: ignore[arg-type]

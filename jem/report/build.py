@@ -1,100 +1,284 @@
-"""The run report: ``report.md`` (readable on GitHub) with a metrics table against the baselines
-and PNG plots (loss curve, accuracy bars)."""
+"""The run report: ``report.md`` (readable on GitHub, PNGs next to it) and a self-contained
+``report.html`` (the same content, images inlined), plus the CSV files declared as DVC plots.
+
+Inputs: the raw params mapping, ``metrics/pretrain.json``, ``metrics/eval.json``, the DVCLive
+folder of the pretrain stage and the evaluate stage's artefacts folder (``data/eval``, see
+:mod:`jem.evaluate_run`). Anything missing is reported as missing, never silently dropped.
+"""
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+from jem.report import plots
+from jem.report.document import Document
 
-ROWS = [("kNN top-1 (k=20)", ("knn", "top1")), ("kNN top-5 (k=20)", ("knn", "top5")),
-        ("kNN top-1 (k=200)", ("knn200", "top1")), ("linear top-1", ("linear", "top1")),
-        ("linear top-5", ("linear", "top5")), ("semi-sup. 1% top-1", ("semi_1pct", "top1")),
-        ("semi-sup. 10% top-1", ("semi_10pct", "top1"))]
+NOT_IN_SCHEMA = "(not in the schema)"
+BASELINES = (("random init", "random_init"), ("raw pixels", "pixels"))
+COLLAPSE_ROWS = (("std of L2-normalised embeddings", "std"), ("healthy std = 1/sqrt(D)", "std_healthy"),
+                 ("RankMe (effective rank)", "rankme"), ("RankMe / min(N, D)", "rankme_ratio"),
+                 ("alignment (two views, lower = more invariant)", "alignment"),
+                 ("uniformity (lower = more spread)", "uniformity"), ("collapsed", "collapsed"))
 
 
-def _get(d: dict[str, Any], *keys: str) -> float | None:
+def _get(d: Any, *keys: str) -> float | None:
     for k in keys:
         if not isinstance(d, dict) or k not in d:
             return None
         d = d[k]
-    return float(d)  # type: ignore[arg-type]
+    return None if isinstance(d, dict) else float(d)
 
 
-def _fmt(v: float | None) -> str:
-    return "—" if v is None else f"{v:.4f}"
+def _fmt(v: float | None, digits: int = 4) -> str:
+    return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
 
 
-def metrics_table(ev: dict[str, Any]) -> str:
-    lines = ["| metric | pretrained | random init | raw pixels |", "|---|---:|---:|---:|"]
-    for label, keys in ROWS:
-        lines.append(f"| {label} | {_fmt(_get(ev, *keys))} | {_fmt(_get(ev, 'random_init', *keys))} | "
-                     f"{_fmt(_get(ev, 'pixels', *keys))} |")
-    return "\n".join(lines)
+def metric_rows(ev: dict[str, Any], knn_k: list[int]) -> list[tuple[str, tuple[str, ...]]]:
+    """(label, key path) of every accuracy in the metrics table; kNN keys follow ``eval.knn_k``."""
+    k0 = knn_k[0] if knn_k else 20
+    rows = [(f"kNN top-1 (k={k0})", ("knn", "top1")), (f"kNN top-5 (k={k0})", ("knn", "top5"))]
+    rows += [(f"kNN top-1 (k={k})", (f"knn{k}", "top1")) for k in knn_k[1:]]
+    rows += [("linear top-1", ("linear", "top1")), ("linear top-5", ("linear", "top5")),
+             ("semi-sup. 1% top-1", ("semi_1pct", "top1")), ("semi-sup. 10% top-1", ("semi_10pct", "top1"))]
+    return [r for r in rows if _get(ev, *r[1]) is not None]
 
 
-def plot_loss(live_dir: Path, out: Path) -> bool:
-    tsv = live_dir / "plots" / "metrics" / "train" / "loss.tsv"
-    if not tsv.exists():
-        return False
-    df = pd.read_csv(tsv, sep="\t")
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(df["step"] + 1, df["loss"], marker="o", ms=3)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("training loss")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return True
+def metrics_table(ev: dict[str, Any], knn_k: list[int]) -> tuple[list[str], list[list[str]]]:
+    header = ["metric", "pretrained"] + [name for name, _ in BASELINES] + ["gain over best baseline"]
+    rows = []
+    for label, keys in metric_rows(ev, knn_k):
+        ours = _get(ev, *keys)
+        base = [_get(ev, key, *keys) for _, key in BASELINES]
+        known = [b for b in base if b is not None]
+        gain = None if ours is None or not known else ours - max(known)
+        rows.append([label, _fmt(ours)] + [_fmt(b) for b in base] + ["—" if gain is None else f"{gain:+.4f}"])
+    return header, rows
 
 
-def plot_accuracy(ev: dict[str, Any], out: Path) -> None:
-    groups = [("kNN", ("knn", "top1")), ("linear", ("linear", "top1"))]
-    series = {"pretrained": [], "random init": [], "raw pixels": []}
-    for _, keys in groups:
-        series["pretrained"].append(_get(ev, *keys) or 0.0)
-        series["random init"].append(_get(ev, "random_init", *keys) or 0.0)
-        series["raw pixels"].append(_get(ev, "pixels", *keys) or 0.0)
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    width = 0.25
-    for i, (name, vals) in enumerate(series.items()):
-        xs = [g + (i - 1) * width for g in range(len(groups))]
-        bars = ax.bar(xs, vals, width, label=name)
-        ax.bar_label(bars, fmt="%.3f", fontsize=7)
-    ax.set_xticks(range(len(groups)), [g for g, _ in groups])
-    ax.set_ylabel("top-1 accuracy")
-    ax.set_ylim(0, 1.08)
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix.rstrip("."): d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flatten(v, f"{prefix}{k}."))
+    return out
+
+
+def params_diff(params: dict[str, Any], defaults: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """``(key, value, default)`` for every params.yaml value that differs from the schema default.
+
+    Only the selected method's ``methods.<name>.*`` section is compared (the others do not affect
+    the run); keys absent from ``params`` take their default and are not listed.
+    """
+    method = params.get("method", defaults.get("method"))
+    flat, base = _flatten(params), _flatten(defaults)
+    out = []
+    for key, value in flat.items():
+        if key.startswith("methods.") and not key.startswith(f"methods.{method}."):
+            continue
+        default = base.get(key, NOT_IN_SCHEMA)
+        if value != default:
+            out.append((key, value, default))
+    return out
+
+
+def collapse_sections(collapse: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{"backbone": {...}, "projector": {...}}`` from either the nested or the old flat form."""
+    if "std" in collapse:  # flat form: backbone only
+        return {"backbone": collapse}
+    return {k: v for k, v in collapse.items() if isinstance(v, dict)}
+
+
+def load_curves(live_dir: Path) -> dict[str, pd.DataFrame]:
+    """DVCLive series of the pretrain stage that the report plots: loss and the kNN monitor."""
+    found = {}
+    for name, rel in (("loss", "train/loss.tsv"), ("knn_top1", "monitor/knn_top1.tsv")):
+        path = live_dir / "plots" / "metrics" / rel
+        if path.is_file():
+            df = pd.read_csv(path, sep="\t")
+            if len(df) and name in df.columns:
+                found[name] = df
+    return found
+
+
+def per_class_table(preds: dict[str, np.ndarray], classes: list[str]) -> pd.DataFrame:
+    """Per-class test accuracy of the linear probe and the kNN classifier, one row per class."""
+    y = np.asarray(preds["y_true"])
+    rows = []
+    for c, name in enumerate(classes):
+        sel = y == c
+        n = int(sel.sum())
+        rows.append({"class": name, "n": n,
+                     "linear": float((preds["linear_pred"][sel] == c).mean()) if n else float("nan"),
+                     "knn": float((preds["knn_pred"][sel] == c).mean()) if n else float("nan")})
+    return pd.DataFrame(rows, columns=["class", "n", "linear", "knn"])
+
+
+def _summary(params: dict[str, Any], pretrain: dict[str, Any]) -> str:
+    def num(key: str, fmt: str) -> str:
+        v = pretrain.get(key)
+        return "?" if v is None else format(v, fmt)
+
+    return (f"Seed {params.get('seed')}; {pretrain.get('epochs', '?')} epochs (started at epoch "
+            f"{pretrain.get('start_epoch', '?')}); effective batch {pretrain.get('effective_batch', '?')}, "
+            f"effective lr {num('effective_lr', '.4g')}; final loss {num('final_loss', '.4f')}; "
+            f"{num('views_per_s', '.0f')} views/s; wall {num('wall_s', '.0f')} s.")
 
 
 def build_report(out_dir: Path, params: dict[str, Any], pretrain: dict[str, Any], ev: dict[str, Any],
-                 live_dir: Path) -> Path:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    has_loss = plot_loss(live_dir, out_dir / "loss.png")
-    plot_accuracy(ev, out_dir / "accuracy.png")
-    collapse = ev.get("collapse", {})
-    md = [f"# jem report: {params.get('method')} on {params.get('dataset')}", "",
-          f"seed {params.get('seed')}; {pretrain.get('epochs')} epochs (started at {pretrain.get('start_epoch')}); "
-          f"effective batch {pretrain.get('effective_batch')}, effective lr {pretrain.get('effective_lr', 0):.4g}; "
-          f"final loss {pretrain.get('final_loss', float('nan')):.4f}; {pretrain.get('views_per_s', 0):.0f} views/s; "
-          f"wall {pretrain.get('wall_s', 0):.0f} s.", "", "## Metrics", "", metrics_table(ev), ""]
-    if collapse:
-        md += [f"Collapse diagnostics (test embeddings): std {collapse.get('std', 0):.4f} "
-               f"(healthy ≈ {collapse.get('std_healthy', 0):.4f}), RankMe {collapse.get('rankme', 0):.1f}.", ""]
-        if collapse.get("collapsed"):
-            md += ["**Warning: the embeddings look collapsed.**", ""]
-    if has_loss:
-        md += ["## Training loss", "", "![loss](loss.png)", ""]
-    md += ["## Accuracy against the baselines", "", "![accuracy](accuracy.png)", ""]
-    path = out_dir / "report.md"
-    path.write_text("\n".join(md))
-    return path
+                 live_dir: Path, artefacts: Path | None = None) -> Path:
+    """Write ``out_dir`` (replaced atomically): report.md, report.html, PNGs, CSVs; returns report.md."""
+    from jem.config import defaults_dict
+    from jem.io import atomic_dir
+
+    with atomic_dir(out_dir) as tmp:
+        doc = _compose(tmp, params, pretrain, ev, live_dir, artefacts, defaults_dict())
+        (tmp / "report.md").write_text(doc.markdown())
+        (tmp / "report.html").write_text(doc.html(tmp))
+    return out_dir / "report.md"
+
+
+def _compose(out: Path, params: dict[str, Any], pretrain: dict[str, Any], ev: dict[str, Any], live_dir: Path,
+             artefacts: Path | None, defaults: dict[str, Any]) -> Document:
+    doc = Document(f"jem report: {params.get('method')} on {params.get('dataset')}")
+    doc.para(_summary(params, pretrain))
+    sections = collapse_sections(ev.get("collapse", {}))
+    collapsed = [name for name, s in sections.items() if s.get("collapsed")]
+    if ev.get("collapse", {}).get("collapsed") or "backbone" in collapsed:
+        doc.warn(f"the {' and '.join(collapsed) or 'embedding'} outputs look collapsed (see the collapse "
+                 "diagnostics below); the accuracies of this run measure a degenerate encoder.")
+    elif collapsed:
+        doc.note(f"The {' and '.join(collapsed)} outputs show dimensional collapse (low RankMe) while the "
+                 "backbone does not: common for projector heads (Jing et al. 2022, arXiv:2110.09348), not a "
+                 "failure by itself.")
+
+    knn_k = list(params.get("eval", {}).get("knn_k", defaults["eval"]["knn_k"]))
+    doc.heading("Metrics")
+    header, rows = metrics_table(ev, knn_k)
+    doc.table(header, rows)
+    groups: list[str] = []
+    series: dict[str, list[float]] = {"pretrained": [], **{name: [] for name, _ in BASELINES}}
+    for label, keys in (("kNN", ("knn", "top1")), ("linear", ("linear", "top1"))):
+        if _get(ev, *keys) is not None:
+            groups.append(label)
+            series["pretrained"].append(_get(ev, *keys) or 0.0)
+            for name, key in BASELINES:
+                series[name].append(_get(ev, key, *keys) or 0.0)
+    plots.plot_accuracy(series, groups, out / "accuracy.png")
+    doc.image("accuracy.png", "accuracy", "Top-1 accuracy of the pretrained encoder against the baselines "
+              "(same protocol: weighted kNN on cosine similarity, linear probe on standardised features).")
+
+    doc.heading("Collapse diagnostics")
+    if sections:
+        names = list(sections)
+        doc.table(["test embeddings", *names],
+                  [[label, *[_fmt(_get(sections[n], key)) if key != "collapsed"
+                             else ("yes" if sections[n].get(key) else "no") for n in names]]
+                   for label, key in COLLAPSE_ROWS])
+        doc.note("Collapse rule per column: std < 0.2/sqrt(D) or RankMe / min(N, D) < 0.02 (see "
+                 "`jem.evaluate.collapse.collapse_report`); the run is flagged when the backbone collapses or "
+                 "the projector collapses completely (std rule). Alignment is measured on two augmented views "
+                 "(`augment.view_a`, `augment.view_b`) of the test images; uniformity uses t = 2.")
+    else:
+        doc.note("No collapse diagnostics in metrics/eval.json.")
+
+    doc.heading("Params that differ from the defaults")
+    diff = params_diff(params, defaults)
+    if diff:
+        rows = [[f"`{k}`", json.dumps(v), d if d == NOT_IN_SCHEMA else json.dumps(d)] for k, v, d in diff]
+        doc.table(["param", "value", "default"], rows, numeric_from=3)
+    else:
+        doc.para("None: this run uses the defaults of `jem/config.py`.")
+
+    doc.heading("Training curves")
+    curves = load_curves(live_dir)
+    if "loss" in curves:
+        plots.plot_curve(curves["loss"], "loss", "training loss", out / "loss.png", "pretraining loss per epoch")
+        doc.image("loss.png", "loss", "Mean training loss per epoch.")
+    if "knn_top1" in curves:
+        plots.plot_curve(curves["knn_top1"], "knn_top1", "kNN top-1", out / "knn_monitor.png",
+                         "online kNN monitor (held-out subset)")
+        doc.image("knn_monitor.png", "kNN monitor", "Online kNN top-1 on a fixed held-out subset, every "
+                  "`eval.monitor_every` epochs during pretraining.")
+    if not curves:
+        doc.note(f"No DVCLive curves under {live_dir}.")
+
+    if artefacts is None or not (artefacts / "meta.json").is_file():
+        doc.heading("Embeddings")
+        doc.note("No evaluate artefacts (data/eval): t-SNE, retrieval, correlation, views and per-class "
+                 "accuracy are not available.")
+        return doc
+    _artefact_sections(doc, out, artefacts)
+    return doc
+
+
+def _artefact_sections(doc: Document, out: Path, art: Path) -> None:
+    meta = json.loads((art / "meta.json").read_text())
+    classes = [str(c) for c in meta["classes"]]
+
+    def load(name: str) -> dict[str, np.ndarray] | None:
+        path = art / f"{name}.npz"
+        if not path.is_file():
+            return None
+        with np.load(path) as z:
+            return {k: z[k] for k in z.files}
+
+    doc.heading("Embedding map (t-SNE)")
+    tsne = load("tsne")
+    if tsne is not None:
+        plots.plot_tsne(tsne["xy"], tsne["labels"], classes, out / "tsne.png")
+        pd.DataFrame({"x": tsne["xy"][:, 0], "y": tsne["xy"][:, 1],
+                      "class": [classes[int(c)] for c in tsne["labels"]]}).to_csv(out / "tsne.csv", index=False)
+        doc.image("tsne.png", "t-SNE", f"2-D t-SNE of {len(tsne['xy'])} test backbone embeddings, coloured by "
+                  "class (labels are not used to compute the map).")
+
+    doc.heading("Nearest-neighbour retrieval")
+    ret = load("retrieval")
+    if ret is not None:
+        plots.plot_retrieval(ret["query_x"], ret["query_y"], ret["neigh_x"], ret["neigh_y"], ret["neigh_sim"],
+                             classes, out / "retrieval.png")
+        hit = float((ret["neigh_y"] == ret["query_y"][:, None]).mean())
+        doc.image("retrieval.png", "retrieval", f"Test queries (first column) and their top-{ret['neigh_y'].shape[1]} "
+                  f"training neighbours; green = same class, red = another class ({hit:.0%} same class).")
+
+    doc.heading("Embedding correlation")
+    corr = load("correlation")
+    if corr is not None:
+        mats = {"backbone: correlation of dimensions": corr["backbone"]}
+        if "projector_xcorr" in corr:
+            mats["projector: cross-correlation of two views"] = corr["projector_xcorr"]
+        plots.plot_correlation(mats, out / "correlation.png")
+        doc.image("correlation.png", "correlation", "Left: Pearson correlation between backbone dimensions on "
+                  "the test split (redundancy shows as off-diagonal mass). Right: Barlow Twins' cross-correlation "
+                  "of the projector outputs of two augmented views (the identity is invariant and decorrelated).")
+
+    doc.heading("What the method saw")
+    views = load("views")
+    if views is not None:
+        plots.plot_views(views["originals"], views["views"], views.get("locals"), str(views["source"]),
+                         out / "views.png")
+        doc.image("views.png", "augmented views", "Pretraining images (first column) and their augmented views: "
+                  "even columns use `augment.view_a`, odd ones `augment.view_b`.")
+    else:
+        doc.note("No view sample.")
+
+    doc.heading("Per-class accuracy")
+    preds = load("predictions")
+    if preds is not None:
+        table = per_class_table(preds, classes)
+        table.to_csv(out / "per_class_accuracy.csv", index=False)
+        pd.DataFrame({"actual": [classes[int(c)] for c in preds["y_true"]],
+                      "predicted": [classes[int(c)] for c in preds["linear_pred"]]}).to_csv(
+            out / "confusion.csv", index=False)
+        plots.plot_per_class(table, out / "per_class.png")
+        doc.image("per_class.png", "per-class accuracy", "Test accuracy per class of the linear probe and the "
+                  "kNN classifier (k = first `eval.knn_k`).")
+        doc.table(["class", "test images", "linear", "kNN"],
+                  [[str(r["class"]), str(r["n"]), _fmt(r["linear"], 3), _fmt(r["knn"], 3)]
+                   for _, r in table.iterrows()])

@@ -2,80 +2,17 @@
 switch through `dvc exp run -S method=simclr`, `dvc exp show --json`, and the typo guards."""
 
 import json
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from e2e_util import _flat, _sh
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.e2e
 
 EVAL_KEYS = ["knn.top1", "knn.top5", "knn200.top1", "linear.top1", "semi_1pct.top1", "semi_10pct.top1",
              "random_init.knn.top1", "random_init.linear.top1", "pixels.knn.top1", "pixels.linear.top1"]
 PRETRAIN_KEYS = ["views_per_s", "wall_s", "final_loss", "epochs", "start_epoch", "effective_lr"]
-
-
-def _flat(d, prefix=""):
-    out = {}
-    for k, v in d.items():
-        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-    return out
-
-
-def _env():
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    env.update(DVC_NO_ANALYTICS="true", RAY_DEDUP_LOGS="1", DVC_PAGER="")
-    return env
-
-
-def _sh(args, cwd, check=True):
-    proc = subprocess.run(args, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=900)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{args} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return proc
-
-
-def _tracked_files() -> list[str]:
-    if (ROOT / ".git").exists():
-        out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
-                             text=True, check=True).stdout.split()
-        return [f for f in out if (ROOT / f).is_file() and not f.startswith(("metrics/", "dvclive/", "reports/"))]
-    skip = {".venv", "data", "models", "metrics", "reports", "dvclive", ".jem", ".pytest_cache"}
-    return [str(p.relative_to(ROOT)) for p in ROOT.rglob("*") if p.is_file()
-            and not (set(p.relative_to(ROOT).parts) & skip) and "__pycache__" not in p.parts]
-
-
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory):
-    dst = tmp_path_factory.mktemp("jem-e2e")
-    for rel in _tracked_files():
-        (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / rel, dst / rel)
-    params = yaml.safe_load((dst / "params.yaml").read_text())
-    text = (dst / "params.yaml").read_text()
-    text = text.replace(f"  epochs: {params['train']['epochs']}\n", "  epochs: 3\n")
-    text = text.replace(f"  semi_epochs: {params['eval']['semi_epochs']}\n", "  semi_epochs: 1\n")
-    (dst / "params.yaml").write_text(text)
-    _sh(["git", "init", "-q"], dst)
-    _sh(["git", "config", "user.name", "jem-e2e"], dst)
-    _sh(["git", "config", "user.email", "e2e@jem.invalid"], dst)
-    _sh(["git", "add", "-A"], dst)
-    _sh(["git", "commit", "-qm", "e2e baseline"], dst)
-    return dst
-
-
-@pytest.fixture(scope="module")
-def baseline(repo):
-    proc = _sh(["dvc", "repro"], repo)
-    _sh(["git", "add", "-A"], repo)
-    _sh(["git", "commit", "-qm", "baseline run"], repo)
-    return proc
 
 
 def test_repro_writes_contract_metrics_and_report(repo, baseline):
@@ -130,10 +67,10 @@ def test_method_switch_reruns_only_downstream_and_exp_show_lists_both(repo, base
             data = r.get("data") or {}
             if r.get("rev") == "workspace" or not data.get("metrics"):
                 continue
-            params = data["params"]["params.yaml"]["data"]
+            params = data.get("params", {}).get("params.yaml", {}).get("data", {})
             metrics = {}
             for f in data["metrics"].values():
-                metrics.update(_flat(f["data"]))
+                metrics.update(_flat(f.get("data", {})))
             runs.append((params["method"], metrics))
     methods = sorted(m for m, _ in runs)
     assert methods == ["simclr", "vicreg"], methods

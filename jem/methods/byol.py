@@ -1,0 +1,52 @@
+"""BYOL (Grill et al. 2020, arXiv:2006.07733): an online network (backbone, projector, predictor)
+predicts the projection of the other view made by a target network (backbone, projector) whose
+weights are an EMA of the online ones (section 3.1, eq. (1)-(2); loss in
+:mod:`jem.losses.distillation`).
+
+Deviations, adapted to small images and short runs (each a hyperparameter in ``methods.byol``):
+* ``base_momentum`` 0.99 instead of the paper's 0.996: with a few hundred steps the target must
+  move (the paper's target-decay ablation, section 5, reports good results for tau_base from 0.9
+  to 0.999; 0.99 is the usual choice for CIFAR-scale runs);
+* predictor hidden width ``pred_hidden`` 256 instead of 4096, matching the projector width here
+  (``model.projector``; paper [4096, 256]).
+BatchNorm statistics are per worker unless ``train.sync_bn`` is set (the reference synchronises
+BN across replicas). Each view goes through the networks separately, as in the reference.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from jem.losses.distillation import BYOLLoss
+from jem.methods import register
+from jem.methods.base import Method, StepContext
+from jem.methods.ema import cosine_momentum, ema_update_, make_teacher
+from jem.models import mlp
+
+
+@register("byol")
+class BYOL(Method):
+    def __init__(self, arch: dict, projector: list[int], params) -> None:
+        super().__init__(arch, projector, params)
+        out = projector[-1]
+        self.predictor = mlp(out, [params.pred_hidden, out])
+        self.target_backbone = make_teacher(self.backbone)
+        self.target_projector = make_teacher(self.projector)
+        self.loss = BYOLLoss()
+
+    def forward(self, views: list[torch.Tensor], ctx: StepContext) -> dict[str, torch.Tensor]:
+        z1, z2 = self.embed(views[0]), self.embed(views[1])  # (B, P) online projections
+        p1, p2 = self.predictor(z1), self.predictor(z2)  # (B, P) predictions
+        with torch.no_grad():
+            t1 = self.target_projector(self.target_backbone(views[0]))  # (B, P) targets
+            t2 = self.target_projector(self.target_backbone(views[1]))
+        out = self.loss(p1, p2, t1, t2)
+        out["momentum"] = out["loss"].new_tensor(cosine_momentum(self.params.base_momentum, ctx.step,
+                                                                 ctx.total_steps))
+        return out
+
+    @torch.no_grad()
+    def after_step(self, ctx: StepContext) -> None:
+        m = cosine_momentum(self.params.base_momentum, ctx.step, ctx.total_steps)
+        ema_update_(self.target_backbone, self.backbone, m)
+        ema_update_(self.target_projector, self.projector, m)

@@ -1,0 +1,80 @@
+"""data2vec for images (Baevski et al. 2022, arXiv:2202.03555, section 3) on the ``vit_tiny``
+backbone: the student sees the image with a ``mask_ratio`` of its patch tokens replaced by a
+learned mask embedding and regresses, at the masked tokens, the average of the top ``top_k``
+layer-normalised block outputs of an EMA teacher that sees the whole image (loss in
+:mod:`jem.losses.masked`).
+
+* Teacher: an EMA copy of the whole student backbone (the reference averages only the transformer
+  blocks and shares the patch embedding), run in evaluation mode. Its EMA rate is annealed linearly
+  from ``ema_decay`` to ``ema_end_decay`` over training (reference ``get_annealed_rate``).
+* Student head: ``Linear(D, D)`` regression on the final-normalised tokens (the paper's linear
+  projection; saved as this method's projector).
+* Masks: uniformly random with exactly ``round(mask_ratio * T)`` masked tokens per image, drawn from
+  a generator keyed by (seed, step, rank). The paper uses BEiT block-wise masks; on the 4x4 to 8x8
+  token grids of small images a block would cover most of the grid.
+* Defaults for short runs: EMA 0.99 -> 0.999 (paper 0.999 -> 0.9998 over 375k updates); with a
+  few hundred steps the paper's rates would leave the teacher at its random initialisation.
+"""
+
+from __future__ import annotations
+
+from typing import cast
+
+import torch
+from torch import nn
+
+from jem import dist
+from jem.augment.masking import keyed_generator, random_token_mask
+from jem.losses.masked import Data2VecLoss
+from jem.methods import register
+from jem.methods.base import Method, StepContext
+from jem.methods.ema import ema_update_, make_teacher
+from jem.models.vit import ViT
+
+
+def annealed_rate(start: float, end: float, step: int, total_steps: int) -> float:
+    """Linear from ``start`` at step 0 to ``end`` at ``total_steps`` (then constant)."""
+    t = min(1.0, max(0, step) / max(1, total_steps))
+    return start + (end - start) * t
+
+
+@register("data2vec")
+class Data2Vec(Method):
+    def __init__(self, arch: dict, projector: list[int], params) -> None:
+        if arch.get("backbone") != "vit_tiny":
+            raise ValueError(f"method data2vec needs model.backbone = vit_tiny (masked tokens); got "
+                             f"{arch.get('backbone')!r}")
+        super().__init__(arch, projector, params)
+        depth = len(cast(ViT, self.backbone).blocks)
+        if params.top_k > depth:
+            raise ValueError(f"methods.data2vec.top_k = {params.top_k} exceeds the {depth} blocks of vit_tiny "
+                             "(model.depth)")
+        self.mask_token = nn.Parameter(torch.zeros(self.feat_dim))
+        nn.init.trunc_normal_(self.mask_token, std=0.02)
+        self.teacher = make_teacher(self.backbone)
+        self.loss = Data2VecLoss(params.top_k, params.beta, params.norm_average)
+        self.seed = int(torch.randint(0, 2**31 - 1, (1,)))
+
+    def build_projector(self, dims: list[int]) -> nn.Module:
+        return nn.Linear(self.feat_dim, self.feat_dim)  # regression head
+
+    def forward(self, views: list[torch.Tensor], ctx: StepContext) -> dict[str, torch.Tensor]:
+        x = views[0]
+        vit, teacher = cast(ViT, self.backbone), cast(ViT, self.teacher)
+        mask = random_token_mask(x.shape[0], vit.num_tokens, self.params.mask_ratio,
+                                 keyed_generator(self.seed, ctx.step, dist.rank()), x.device)  # (B, T)
+        with torch.no_grad():
+            teacher.eval()
+            _, layers = teacher.forward_tokens(x, return_layers=True)
+        tokens, _ = vit.forward_tokens(x, mask, self.mask_token)  # (B, T, D)
+        pred = self.projector(tokens[mask])  # (M, D)
+        out = self.loss(pred, layers, mask)
+        out["ema"] = out["loss"].new_tensor(self.ema_rate(ctx))
+        return out
+
+    def ema_rate(self, ctx: StepContext) -> float:
+        return annealed_rate(self.params.ema_decay, self.params.ema_end_decay, ctx.step, ctx.total_steps)
+
+    @torch.no_grad()
+    def after_step(self, ctx: StepContext) -> None:
+        ema_update_(self.teacher, self.backbone, self.ema_rate(ctx))

@@ -1,0 +1,144 @@
+"""DeepCluster (Caron et al. 2018, arXiv:1807.05520): alternate k-means on the features of all
+training images and classification of the cluster indices (sections 3.2-3.3, Algorithm in fig. 1).
+
+Per clustering (every ``recluster_every`` epochs, in ``on_epoch_start``):
+1. features of *all* N training images (un-augmented, evaluation mode, as the reference's
+   ``compute_features``): backbone -> projector (the reference clusters the output of its MLP
+   classifier without the final ReLU). Each worker embeds a contiguous shard and the shards are
+   gathered (``gather_nograd``), so every worker clusters the same global matrix;
+2. PCA-whitening to ``pca_dim``, L2 normalisation, k-means with empty-cluster re-seeding
+   (:mod:`jem.losses.clustering`); rank 0's labels are kept (gathered again) so the pseudo-labels
+   are bit-identical on every worker;
+3. the classification head (``ReLU`` then ``Linear(P, k)``, weights ~ N(0, 0.01), zero bias, as the
+   reference's ``top_layer``) is re-initialised, because cluster indices are arbitrary.
+
+Training: cross-entropy of ``head(ReLU(projector(backbone(view))))`` against the image's
+pseudo-label, weighted for uniform sampling over pseudo-labels (``balanced``; the equivalent of
+the reference's sampler, see :func:`jem.losses.clustering.balanced_weights`).
+
+Deviations: the head's optimizer momentum is not reset after re-initialisation (the engine owns one
+optimizer; the reference builds a fresh one for the top layer each epoch); k-means++ seeding; no
+Sobel pre-filter (digits and Fashion-MNIST are grey already). Pseudo-labels live on the method and
+are checkpointed through ``get_extra_state``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from jem.augment.masking import keyed_generator
+from jem.dist import gather_nograd
+from jem.losses.clustering import PseudoLabelLoss, balanced_weights, kmeans, preprocess_features
+from jem.methods import register
+from jem.methods.base import EpochData, Method, StepContext
+
+
+@torch.no_grad()
+def all_features(fn: Callable[[torch.Tensor], torch.Tensor], data: EpochData, batch: int = 512) -> torch.Tensor:
+    """``fn`` of every training image, (N, D) float32 on ``data.device``, identical on all workers.
+
+    Worker ``r`` embeds images ``r * ceil(N/W) ...`` (the last shard padded by repeating the last
+    image so all shards have the same size), then the shards are concatenated in rank order.
+    """
+    images = data.images
+    n = images.shape[0]
+    per = -(-n // data.world_size)
+    idx = np.minimum(np.arange(data.rank * per, (data.rank + 1) * per), n - 1)
+    mean = torch.tensor(data.mean, device=data.device).view(1, -1, 1, 1)
+    std = torch.tensor(data.std, device=data.device).view(1, -1, 1, 1)
+    parts = []
+    for s in range(0, per, batch):
+        x = torch.from_numpy(np.ascontiguousarray(images[idx[s:s + batch]])).to(data.device)
+        x = (x.permute(0, 3, 1, 2).float() / 255.0 - mean) / std  # (b, C, H, W)
+        parts.append(fn(x).float())
+    return gather_nograd(torch.cat(parts))[:n]
+
+
+def require_indices(ctx: StepContext, name: str) -> torch.Tensor:
+    if ctx.indices is None:
+        raise ValueError(f"{name} needs the dataset indices of the batch (StepContext.indices)")
+    return ctx.indices
+
+
+class _EvalMode:
+    """Context manager: the module in evaluation mode, its previous mode restored afterwards."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module, self.was_training = module, module.training
+
+    def __enter__(self) -> None:
+        self.module.eval()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.module.train(self.was_training)
+
+
+def eval_mode(module: nn.Module) -> _EvalMode:
+    return _EvalMode(module)
+
+
+@register("deepcluster")
+class DeepCluster(Method):
+    def __init__(self, arch: dict, projector: list[int], params) -> None:
+        super().__init__(arch, projector, params)
+        self.head = nn.Linear(projector[-1], params.n_clusters)
+        self.loss = PseudoLabelLoss()
+        self.seed = int(torch.randint(0, 2**31 - 1, (1,)))  # same on every worker: drawn after torch.manual_seed
+        self.labels: torch.Tensor | None = None  # (N,) int64 pseudo-labels
+        self.weights: torch.Tensor | None = None  # (N,) balancing weights
+        self.reset_head(0)
+
+    @torch.no_grad()
+    def reset_head(self, epoch: int) -> None:
+        g = keyed_generator(self.seed, epoch)
+        w = self.head.weight
+        w.copy_(torch.randn(w.shape, generator=g).mul_(0.01).to(w))
+        self.head.bias.zero_()
+
+    @torch.no_grad()
+    def cluster(self, data: EpochData) -> None:
+        p = self.params
+        with eval_mode(self):
+            feats = all_features(self.embed, data)  # (N, P)
+        x = preprocess_features(feats, p.pca_dim)
+        _, labels = kmeans(x, p.n_clusters, p.kmeans_iters, keyed_generator(self.seed, data.epoch, 1))
+        labels = gather_nograd(labels)[: labels.numel()]  # rank 0's copy everywhere
+        self.labels = labels.to(data.device)
+        self.weights = balanced_weights(labels, p.n_clusters).to(data.device)
+        self.reset_head(data.epoch)
+
+    def on_epoch_start(self, data: EpochData) -> None:
+        n = data.images.shape[0]
+        if self.params.n_clusters > n:
+            raise ValueError(f"methods.deepcluster.n_clusters = {self.params.n_clusters} exceeds the {n} training "
+                             "images")
+        stale = self.labels is None or self.labels.numel() != n
+        if stale or data.epoch % self.params.recluster_every == 0:
+            self.cluster(data)
+        assert self.labels is not None and self.weights is not None
+        self.labels, self.weights = self.labels.to(data.device), self.weights.to(data.device)
+
+    def forward(self, views: list[torch.Tensor], ctx: StepContext) -> dict[str, torch.Tensor]:
+        idx = require_indices(ctx, "deepcluster")
+        if self.labels is None or self.weights is None:
+            raise RuntimeError("deepcluster: no pseudo-labels yet (on_epoch_start clusters the training set)")
+        logits = self.head(F.relu(self.embed(views[0])))  # (B, k)
+        weights = self.weights[idx] if self.params.balanced else None
+        out = self.loss(logits, self.labels[idx], weights)
+        with torch.no_grad():
+            out["clusters"] = logits.new_tensor(float(torch.unique(self.labels).numel()))
+        return out
+
+    def get_extra_state(self) -> dict[str, Any]:
+        if self.labels is None or self.weights is None:
+            return {}
+        return {"labels": self.labels.cpu(), "weights": self.weights.cpu()}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        self.labels, self.weights = state.get("labels"), state.get("weights")

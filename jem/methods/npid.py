@@ -1,0 +1,55 @@
+"""NPID / instance discrimination (Wu et al. 2018, arXiv:1805.01978): backbone -> linear head to
+``dim`` (128) -> L2 normalisation, classified among all N training images against a memory bank
+(non-parametric softmax or NCE, optional proximal term; :mod:`jem.losses.npid`).
+
+One augmented view per image and step (the reference's training transform). The bank is created
+at the first ``on_epoch_start`` (N random unit vectors, identical on every worker: seeded from the
+method's seed) and updated after every optimizer step with the features of every worker's batch
+(gathered), so all workers keep the same bank; it is checkpointed through the loss module's extra
+state. NCE noise indices come from a generator keyed by (seed, step, rank).
+
+Deviation: the head is ``nn.Linear(feat_dim, dim)`` as in the paper, so ``model.projector`` is not
+used by this method.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from jem import dist
+from jem.augment.masking import keyed_generator
+from jem.losses.npid import NPIDLoss
+from jem.methods import register
+from jem.methods.base import EpochData, Method, StepContext
+from jem.methods.deepcluster import require_indices
+
+
+@register("npid")
+class NPID(Method):
+    def __init__(self, arch: dict, projector: list[int], params) -> None:
+        super().__init__(arch, projector, params)
+        p = params
+        self.loss = NPIDLoss(p.temperature, p.momentum, p.loss, p.nce_k, p.prox_weight)
+        self.seed = int(torch.randint(0, 2**31 - 1, (1,)))
+        self._last: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def build_projector(self, dims: list[int]) -> nn.Module:
+        return nn.Linear(self.feat_dim, self.params.dim)
+
+    def on_epoch_start(self, data: EpochData) -> None:
+        self.loss.init_bank(data.images.shape[0], self.params.dim, keyed_generator(self.seed), data.device)
+
+    def forward(self, views: list[torch.Tensor], ctx: StepContext) -> dict[str, torch.Tensor]:
+        idx = require_indices(ctx, "npid")
+        f = F.normalize(self.embed(views[0]), dim=1)  # (B, dim)
+        out = self.loss(f, idx, keyed_generator(self.seed, ctx.step, dist.rank()))
+        self._last = (f.detach(), idx)
+        return out
+
+    @torch.no_grad()
+    def after_step(self, ctx: StepContext) -> None:
+        if self._last is not None:
+            self.loss.update(*self._last)
+            self._last = None

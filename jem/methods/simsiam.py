@@ -1,0 +1,40 @@
+"""SimSiam (Chen & He 2021, arXiv:2011.10566, Algorithm 1): one network (backbone + projector
+ending in BN) on both views, a bottleneck predictor on one side, stop-gradient on the other,
+symmetric negative cosine (loss in :mod:`jem.losses.distillation`). No momentum encoder.
+
+Architecture as in the paper's section 4 / reference: projector = Linear-BN-ReLU hidden layers,
+then Linear (no bias) + BN (``mlp(last_bn=True)``); predictor = Linear-BN-ReLU-Linear with a
+bottleneck ``pred_hidden`` (paper 512 for 2048-d outputs; default 64 here for ``model.projector``
+[256, 256], keeping the 1/4 ratio). Paper 3 projector layers; here ``model.projector`` decides.
+
+Deviation: the reference keeps the predictor's learning rate fixed (no cosine decay, "fix_pred_lr");
+the engine applies one schedule to all parameters. BatchNorm is per worker unless
+``train.sync_bn`` is set (the reference uses SyncBN).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from jem.losses.distillation import SimSiamLoss
+from jem.methods import register
+from jem.methods.base import Method, StepContext
+from jem.models import mlp
+
+
+@register("simsiam")
+class SimSiam(Method):
+    def __init__(self, arch: dict, projector: list[int], params) -> None:
+        super().__init__(arch, projector, params)
+        out = projector[-1]
+        self.predictor = mlp(out, [params.pred_hidden, out])
+        self.loss = SimSiamLoss()
+
+    def build_projector(self, dims: list[int]) -> nn.Module:
+        return mlp(self.feat_dim, dims, last_bn=True, last_bias=False)
+
+    def forward(self, views: list[torch.Tensor], ctx: StepContext) -> dict[str, torch.Tensor]:
+        z1, z2 = self.embed(views[0]), self.embed(views[1])  # (B, P)
+        p1, p2 = self.predictor(z1), self.predictor(z2)  # (B, P)
+        return self.loss(p1, p2, z1, z2)

@@ -1,0 +1,173 @@
+"""The report's figures, one function per PNG. Each takes plain arrays / dicts and a path, draws
+with matplotlib's Agg backend and returns nothing; callers decide what exists."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+DPI = 110
+OK_COLOUR, BAD_COLOUR = "#2a9d3f", "#d62828"
+
+
+def _save(fig: Figure, out: Path) -> None:
+    fig.savefig(out, dpi=DPI)
+    plt.close(fig)
+
+
+def _show_image(ax: Any, img: np.ndarray) -> None:
+    """uint8 (H, W, C) with C in {1, 3} into an axis, without ticks."""
+    if img.shape[-1] == 1:
+        ax.imshow(img[..., 0], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    else:
+        ax.imshow(img, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _frame(ax: Any, colour: str, width: float = 3.0) -> None:
+    for spine in ax.spines.values():
+        spine.set_edgecolor(colour)
+        spine.set_linewidth(width)
+
+
+def plot_curve(df: pd.DataFrame, column: str, ylabel: str, out: Path, title: str) -> None:
+    """One DVCLive series (``step`` is the 0-based epoch) against the epoch number."""
+    fig, ax = plt.subplots(figsize=(6, 3.3))
+    ax.plot(df["step"] + 1, df[column], marker="o", ms=3)
+    ax.set_xlim(0.5, float(df["step"].max()) + 1.5)  # whole epochs, also for a single point
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    _save(fig, out)
+
+
+def plot_accuracy(series: Mapping[str, Sequence[float]], groups: Sequence[str], out: Path) -> None:
+    """Grouped bars: one group per protocol, one bar per encoder (pretrained and baselines)."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.5))
+    width = 0.8 / max(1, len(series))
+    for i, (name, vals) in enumerate(series.items()):
+        xs = [g + (i - (len(series) - 1) / 2) * width for g in range(len(groups))]
+        bars = ax.bar(xs, vals, width, label=name)
+        ax.bar_label(bars, fmt="%.3f", fontsize=7)
+    ax.set_xticks(range(len(groups)), list(groups))
+    ax.set_ylabel("top-1 accuracy")
+    ax.set_ylim(0, 1.22)
+    ax.legend(loc="upper center", fontsize=8, ncols=max(1, len(series)), frameon=False)
+    fig.tight_layout()
+    _save(fig, out)
+
+
+def plot_tsne(xy: np.ndarray, labels: np.ndarray, classes: Sequence[str], out: Path) -> None:
+    """t-SNE scatter (M, 2), one colour per class, legend with the class names."""
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    n_cls = max(len(classes), int(labels.max()) + 1 if len(labels) else 1)
+    cmap = plt.get_cmap("tab10" if n_cls <= 10 else "tab20")
+    for c in range(n_cls):
+        sel = labels == c
+        if sel.any():
+            name = classes[c] if c < len(classes) else str(c)
+            ax.scatter(xy[sel, 0], xy[sel, 1], s=9, color=cmap(c % cmap.N), label=name, alpha=0.8, linewidths=0)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(f"t-SNE of {len(xy)} test embeddings (backbone, cosine)", fontsize=10)
+    if n_cls <= 20:
+        ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, markerscale=2, frameon=False)
+    fig.tight_layout()
+    _save(fig, out)
+
+
+def plot_retrieval(query_x: np.ndarray, query_y: np.ndarray, neigh_x: np.ndarray, neigh_y: np.ndarray,
+                   neigh_sim: np.ndarray, classes: Sequence[str], out: Path) -> None:
+    """Grid: each row a test query (first column, black frame) and its nearest training images;
+    a neighbour's frame is green when its class matches the query's, red otherwise."""
+    q, k = neigh_y.shape
+    fig, axes = plt.subplots(q, k + 1, figsize=(1.15 * (k + 1), 1.3 * q), squeeze=False)
+    for i in range(q):
+        ax = axes[i, 0]
+        _show_image(ax, query_x[i])
+        _frame(ax, "black")
+        ax.set_title(f"query: {classes[int(query_y[i])]}", fontsize=7)
+        for j in range(k):
+            ax = axes[i, j + 1]
+            _show_image(ax, neigh_x[i, j])
+            same = int(neigh_y[i, j]) == int(query_y[i])
+            _frame(ax, OK_COLOUR if same else BAD_COLOUR)
+            ax.set_title(f"{classes[int(neigh_y[i, j])]} {neigh_sim[i, j]:.2f}", fontsize=6)
+    fig.suptitle("nearest training neighbours (cosine similarity of backbone features)", fontsize=9)
+    fig.tight_layout()
+    _save(fig, out)
+
+
+def plot_correlation(mats: dict[str, np.ndarray], out: Path) -> None:
+    """Heat-maps in [-1, 1] side by side, each titled with its mean |off-diagonal| entry."""
+    fig, axes = plt.subplots(1, len(mats), figsize=(4.4 * len(mats) + 0.8, 4.2), squeeze=False,
+                             layout="constrained")
+    im = None
+    for ax, (title, m) in zip(axes[0], mats.items()):
+        im = ax.imshow(m, cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest")
+        off_diag = np.eye(m.shape[0], m.shape[1]) == 0
+        off = float(np.abs(m[off_diag]).mean()) if min(m.shape) > 1 else 0.0
+        ax.set_title(f"{title}\n{m.shape[0]}x{m.shape[1]}, mean |off-diag| {off:.3f}", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if im is not None:
+        fig.colorbar(im, ax=list(axes[0]), shrink=0.8)
+    _save(fig, out)
+
+
+def plot_views(originals: np.ndarray, views: np.ndarray, locals_: np.ndarray | None, source: str,
+               out: Path) -> None:
+    """Grid: each row an original pretraining image, its global views and (if any) local crops."""
+    n, k = views.shape[:2]
+    n_loc = 0 if locals_ is None else locals_.shape[1]
+    cols = 1 + k + n_loc
+    fig, axes = plt.subplots(n, cols, figsize=(1.1 * cols, 1.15 * n), squeeze=False)
+    for i in range(n):
+        _show_image(axes[i, 0], originals[i])
+        _frame(axes[i, 0], "black")
+        for j in range(k):
+            _show_image(axes[i, 1 + j], views[i, j])
+        for j in range(n_loc):
+            _show_image(axes[i, 1 + k + j], locals_[i, j])  # type: ignore[index]
+    if n:
+        axes[0, 0].set_title("original", fontsize=7)
+        for j in range(k):
+            axes[0, 1 + j].set_title(f"view {j} ({'a' if j % 2 == 0 else 'b'})", fontsize=7)
+        for j in range(n_loc):
+            axes[0, 1 + k + j].set_title(f"local {j}", fontsize=7)
+    how = "from the view cache" if source == "cache" else "rendered with the same recipes (on-device mode)"
+    fig.suptitle(f"what the method saw: augmented views {how}", fontsize=9)
+    fig.tight_layout()
+    _save(fig, out)
+
+
+def plot_per_class(per_class: pd.DataFrame, out: Path) -> None:
+    """Bars per class: linear-probe and kNN accuracy (columns ``class``, ``linear``, ``knn``)."""
+    n = len(per_class)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * n + 2), 3.6))
+    xs = np.arange(n)
+    ax.bar(xs - 0.2, per_class["linear"], 0.4, label="linear probe")
+    ax.bar(xs + 0.2, per_class["knn"], 0.4, label="kNN")
+    ax.set_xticks(xs, list(per_class["class"]), rotation=45 if n > 12 else 0, ha="right" if n > 12 else "center",
+                  fontsize=8)
+    ax.set_ylim(0, 1.18)
+    ax.set_ylabel("test accuracy")
+    ax.set_title("per-class accuracy (test split)", fontsize=10)
+    ax.legend(loc="upper center", fontsize=8, ncols=2, frameon=False)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    _save(fig, out)

@@ -1,0 +1,35 @@
+"""Shared end-to-end fixture: one copy of the repo in a temp git repo with a tiny budget and one
+real `dvc repro` (real Ray Train), reused by every e2e module in the session."""
+
+import shutil
+
+import pytest
+import yaml
+from e2e_util import ROOT, _sh, _tracked_files
+
+
+@pytest.fixture(scope="session")
+def repo(tmp_path_factory):
+    dst = tmp_path_factory.mktemp("jem-e2e")
+    for rel in _tracked_files():
+        (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / rel, dst / rel)
+    params = yaml.safe_load((dst / "params.yaml").read_text())
+    text = (dst / "params.yaml").read_text()
+    text = text.replace(f"  epochs: {params['train']['epochs']}\n", "  epochs: 3\n")
+    text = text.replace(f"  semi_epochs: {params['eval']['semi_epochs']}\n", "  semi_epochs: 1\n")
+    (dst / "params.yaml").write_text(text)
+    _sh(["git", "init", "-q"], dst)
+    _sh(["git", "config", "user.name", "jem-e2e"], dst)
+    _sh(["git", "config", "user.email", "e2e@jem.invalid"], dst)
+    _sh(["git", "add", "-A"], dst)
+    _sh(["git", "commit", "-qm", "e2e baseline"], dst)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def baseline(repo):
+    proc = _sh(["dvc", "repro"], repo)
+    _sh(["git", "add", "-A"], repo)
+    _sh(["git", "commit", "-qm", "baseline run"], repo)
+    return proc

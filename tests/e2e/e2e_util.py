@@ -1,0 +1,39 @@
+"""Helpers for the end-to-end tests: run commands with the venv on PATH, copy the repo."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _flat(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def _env():
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env.update(DVC_NO_ANALYTICS="true", RAY_DEDUP_LOGS="1", DVC_PAGER="")
+    return env
+
+
+def _sh(args, cwd, check=True):
+    proc = subprocess.run(args, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{args} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def _tracked_files() -> list[str]:
+    if (ROOT / ".git").exists():
+        out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
+                             text=True, check=True).stdout.split()
+        return [f for f in out if (ROOT / f).is_file() and not f.startswith(("metrics/", "dvclive/", "reports/"))]
+    skip = {".venv", "data", "models", "metrics", "reports", "dvclive", ".jem", ".pytest_cache"}
+    return [str(p.relative_to(ROOT)) for p in ROOT.rglob("*") if p.is_file()
+            and not (set(p.relative_to(ROOT).parts) & skip) and "__pycache__" not in p.parts]

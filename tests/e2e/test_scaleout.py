@@ -1,0 +1,188 @@
+"""Scale-out on one machine with real Ray Train runs on digits:
+
+* a 2-node Ray cluster (``ray.cluster_utils.Cluster``, 1 CPU per node) pretrains with one worker
+  per node (``ray.placement_strategy: SPREAD``) through ``jem.engine.run.pretrain``;
+* a training worker SIGKILLs itself halfway through epoch 2 (test hook in the loop): Ray Train
+  restarts the worker group from the epoch-2 checkpoint and the run ends exactly where the
+  uninterrupted 2-node run ended;
+* the ``dvc repro`` of the pretrain stage is SIGKILLed (whole process group, Ray included) after
+  checkpoints were written: ``dvc repro`` again resumes (``start_epoch > 0``) and writes the
+  final metrics once.
+"""
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from jem.config import defaults_dict, parse_config
+from jem.engine.run import pretrain
+from jem.engine.tune import set_dotted
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.e2e
+EPOCHS = 4
+FAST = {"train.epochs": EPOCHS, "train.batch_size": 64, "train.workers": 2, "train.checkpoint_every": 1,
+        "train.warmup_epochs": 1, "eval.monitor_every": 0, "ray.log_to_driver": False}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    from jem.augment.cache import build_view_cache
+    from jem.prepare import prepare
+
+    root = tmp_path_factory.mktemp("scaleout-data")
+    cfg = parse_config(defaults_dict())
+    (root / "prepared").mkdir()
+    prepare(cfg, root / "prepared")
+    build_view_cache(np.load(root / "prepared" / "train_x.npy", mmap_mode="r"), cfg.augment, root / "views", cfg.seed)
+    return root
+
+
+def _run(data, out, **sets):
+    raw = set_dotted(defaults_dict(), {**FAST, **sets})
+    return pretrain(parse_config(raw), raw, data / "prepared", data / "views", out / "encoder", out / "live",
+                    str(out / "ray_results"), progress=False)
+
+
+def _logged_epochs(live: Path) -> list[int]:
+    with open(live / "plots" / "metrics" / "train" / "loss.tsv") as f:
+        return [int(row["step"]) for row in csv.DictReader(f, delimiter="\t")]
+
+
+@pytest.fixture(scope="module")
+def two_nodes(data, tmp_path_factory):
+    """One worker on each node of a 2-node cluster (1 CPU each)."""
+    from ray._common.utils import get_ray_address_file
+    from ray.cluster_utils import Cluster
+
+    address_file = Path(get_ray_address_file(None))
+    before = address_file.read_text() if address_file.exists() else None
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    # Cluster() advertises itself machine-wide as "the current cluster"; undo that at once
+    if before is None:
+        address_file.unlink(missing_ok=True)
+    else:
+        address_file.write_text(before)
+    try:
+        cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        out = tmp_path_factory.mktemp("two-nodes")
+        t0 = time.perf_counter()
+        summary = _run(data, out, **{"ray.address": cluster.address, "ray.placement_strategy": "SPREAD"})
+        summary["test_s"] = time.perf_counter() - t0
+    finally:
+        cluster.shutdown()
+    return summary, out
+
+
+def test_two_node_cluster_runs_one_worker_per_node(two_nodes):
+    summary, out = two_nodes
+    assert summary["workers"] == 2 and summary["nodes"] == 2
+    assert summary["replica_param_spread"] == 0.0  # DDP kept both replicas identical
+    assert summary["effective_batch"] == 128 and summary["steps_per_epoch"] == 1347 // 128
+    assert summary["effective_lr"] == pytest.approx(0.3 * 128 / 256) and summary["lr_scaling"] == "linear"
+    assert summary["start_epoch"] == 0 and np.isfinite(summary["final_loss"])
+    assert (out / "encoder" / "encoder.safetensors").exists()
+    assert _logged_epochs(out / "live") == list(range(EPOCHS))
+    assert not (out / "ray_results" / summary["run_name"]).exists()  # removed after success
+
+
+def test_killed_worker_is_restarted_from_the_last_checkpoint(data, two_nodes, tmp_path, monkeypatch):
+    marker = tmp_path / "killed.txt"
+    monkeypatch.setenv("JEM_TEST_KILL_EPOCH", "2")
+    monkeypatch.setenv("JEM_TEST_KILL_MARKER", str(marker))
+    summary = _run(data, tmp_path, **{"train.max_failures": 1})
+    assert marker.read_text().startswith("killed pid")  # rank 1 really died in epoch 2
+    assert summary["start_epoch"] == 2 and summary["epochs"] == EPOCHS
+    assert summary["workers"] == 2 and summary["replica_param_spread"] == 0.0
+    # resumed from the epoch-2 checkpoint it replays the same data: same end as the uninterrupted run
+    assert summary["final_loss"] == pytest.approx(two_nodes[0]["final_loss"], rel=1e-6)
+    assert _logged_epochs(tmp_path / "live") == list(range(EPOCHS))  # one row per epoch, none twice
+
+
+# ------------------------------------------------------------------------------------ stage kill
+def _env():
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env.update(DVC_NO_ANALYTICS="true", DVC_PAGER="")
+    for key in ("RAY_ADDRESS", "JEM_TEST_KILL_EPOCH", "JEM_TEST_KILL_MARKER"):
+        env.pop(key, None)
+    return env
+
+
+def _sh(args, cwd):
+    proc = subprocess.run(args, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"{args}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+TOP_SKIP = {".git", ".venv", "data", "models", "metrics", "reports", "dvclive", ".jem", ".pytest_cache",
+            ".mypy_cache", ".ruff_cache"}
+
+
+def copy_repo(dst: Path) -> None:
+    """The project's source files (no git call: outputs, caches and run folders are left out)."""
+    for path in ROOT.rglob("*"):
+        rel = path.relative_to(ROOT)
+        if (not path.is_file() or rel.parts[0] in TOP_SKIP or rel.parts[0].endswith(".egg-info")
+                or "__pycache__" in rel.parts or rel.parts[:2] in ((".dvc", "cache"), (".dvc", "tmp"))
+                or (rel.parts[0] == "pipelines" and "results" in rel.parts)):
+            continue
+        (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, dst / rel)
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def test_killed_pretrain_stage_resumes_on_the_next_repro(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    copy_repo(repo)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["train"].update(epochs=8, checkpoint_every=1, warmup_epochs=1)
+    params["eval"]["monitor_every"] = 0
+    params["ray"]["log_to_driver"] = False
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for cmd in (["git", "init", "-q"], ["git", "config", "user.name", "t"], ["git", "config", "user.email", "t@t"],
+                ["git", "add", "-A"], ["git", "commit", "-qm", "base"], ["dvc", "repro", "augment"]):
+        _sh(cmd, repo)
+
+    storage = repo / ".jem" / "ray_results"
+    first = subprocess.Popen(["dvc", "repro", "pretrain"], cwd=repo, env=_env(), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while len(list(storage.glob("pretrain-*/checkpoint_*"))) < 2:
+            assert first.poll() is None, "the stage ended before it was killed"
+            assert time.monotonic() < deadline, "no checkpoint within 5 minutes"
+            time.sleep(0.2)
+        time.sleep(3)  # Ray's controller collects reports every 2 s
+        _kill_group(first.pid)  # dvc, the stage, and the Ray instance it started
+        first.wait(timeout=30)
+    finally:
+        _kill_group(first.pid)
+    assert not (repo / "metrics" / "pretrain.json").exists()
+    assert list(storage.glob("pretrain-*/checkpoint_*"))
+
+    proc = _sh(["dvc", "repro", "pretrain"], repo)
+    summary = json.loads((repo / "metrics" / "pretrain.json").read_text())
+    assert 0 < summary["start_epoch"] < 8 and summary["epochs"] == 8
+    assert f"resumed at epoch {summary['start_epoch']}" in proc.stdout
+    assert _logged_epochs(repo / "dvclive" / "pretrain") == list(range(8))  # final metrics written once
+    assert not list(storage.glob("pretrain-*"))  # the finished run's Ray folder is gone
+    _sh(["dvc", "status", "pretrain"], repo)

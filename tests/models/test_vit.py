@@ -1,0 +1,65 @@
+"""vit_tiny (jem.models.vit): shapes, patch sizes, block outputs, masking as an augmentation."""
+
+import pytest
+import torch
+
+from jem.augment.masking import set_mask_ratio
+from jem.config import ConfigError, parse_config
+from jem.models import build_backbone
+from jem.models.vit import ViT, auto_patch_size
+
+
+def test_auto_patch_size_and_token_grid():
+    assert [auto_patch_size(s) for s in (8, 28, 32, 96, 224)] == [2, 4, 4, 8, 16]
+    net, dim = build_backbone({"backbone": "vit_tiny", "width": 32, "in_channels": 1, "image_size": 8, "depth": 2})
+    assert dim == 192 and net.num_tokens == 16 and len(net.blocks) == 2
+    net3, _ = build_backbone({"backbone": "vit_tiny", "width": 32, "in_channels": 3, "image_size": 32,
+                              "patch_size": 8, "depth": 1})
+    assert net3.num_tokens == 16
+    with pytest.raises(ValueError, match="divisible"):
+        ViT(1, 28, patch_size=8)
+
+
+def test_deit_tiny_size_with_the_default_depth():
+    net, _ = build_backbone({"backbone": "vit_tiny", "width": 32, "in_channels": 3, "image_size": 32})
+    assert len(net.blocks) == 12
+    n_params = sum(p.numel() for p in net.parameters())
+    assert 5.3e6 < n_params < 5.5e6  # DeiT-Ti: 5.7M with its 16-px patches, class token and classifier
+
+
+def test_forward_tokens_layers_and_mean_pooled_feature():
+    torch.manual_seed(0)
+    net = ViT(1, 8, depth=3).eval()
+    x = torch.randn(4, 1, 8, 8)
+    tokens, layers = net.forward_tokens(x, return_layers=True)
+    assert tokens.shape == (4, 16, 192) and len(layers) == 3 and layers[-1].shape == (4, 16, 192)
+    torch.testing.assert_close(net.norm(layers[-1]), tokens)
+    torch.testing.assert_close(net(x), tokens.mean(1))
+    mask = torch.zeros(4, 16, dtype=torch.bool)
+    mask[:, :10] = True
+    dropped, _ = net.forward_tokens(x, mask)
+    assert dropped.shape == (4, 6, 192)
+    replaced, _ = net.forward_tokens(x, mask, torch.zeros(192))
+    assert replaced.shape == (4, 16, 192)
+
+
+def test_masking_augmentation_only_in_training_mode():
+    torch.manual_seed(0)
+    net = ViT(1, 8, depth=1)
+    x = torch.randn(3, 1, 8, 8)
+    net.eval()
+    clean = net(x)
+    set_mask_ratio(net, 0.75)
+    torch.testing.assert_close(net(x), clean)  # evaluation never masks
+    net.train()
+    assert not torch.allclose(net(x), clean)
+    cnn, _ = build_backbone({"backbone": "small_cnn", "width": 4, "in_channels": 1, "image_size": 8})
+    with pytest.raises(ValueError, match="ViT"):
+        set_mask_ratio(cnn, 0.5)
+
+
+def test_config_knobs():
+    cfg = parse_config({"model": {"backbone": "vit_tiny", "patch_size": 4, "depth": 6, "mask_ratio": 0.75}})
+    assert (cfg.model.backbone, cfg.model.patch_size, cfg.model.depth, cfg.model.mask_ratio) == ("vit_tiny", 4, 6, 0.75)
+    with pytest.raises(ConfigError, match="model.mask_ratio"):
+        parse_config({"model": {"mask_ratio": 1.0}})
