@@ -106,7 +106,8 @@ def _check_reachable(address: str, timeout_s: float = 2.0) -> None:
 
 @contextmanager
 def _sigterm_as_exit() -> Iterator[None]:
-    """Turn SIGTERM into SystemExit(143) so ``finally`` blocks (ray.shutdown) run."""
+    """Turn SIGTERM into SystemExit(143) so ``finally`` blocks (ray.shutdown) run and the
+    process exits with the conventional status."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -166,7 +167,7 @@ def ray_session(rcfg: RayConfig) -> Iterator[str]:
     # cleaner, which warns every second when the state API is off (no dashboard)
     kwargs: dict[str, Any] = {"log_to_driver": rcfg.log_to_driver, "logging_level": logging.WARNING,
                               "configure_logging": True, "logging_config": ray.LoggingConfig(log_level="ERROR")}
-    with _sigterm_as_exit(), local if local is not None else nullcontext():
+    with local if local is not None else nullcontext():
         try:
             if local is None:
                 env = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIXES)}
@@ -178,7 +179,8 @@ def ray_session(rcfg: RayConfig) -> Iterator[str]:
             raise RayUnavailable(f"cannot reach the Ray cluster at {address or 'a new local instance'}: "
                                  f"{str(exc).strip().splitlines()[0]}") from None
         try:
-            yield ray.get_runtime_context().gcs_address
+            with _sigterm_as_exit():  # after ray.init, which installs a SIGTERM handler that aborts
+                yield ray.get_runtime_context().gcs_address
         finally:
             ray.shutdown()
 

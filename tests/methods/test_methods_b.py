@@ -27,6 +27,8 @@ def _one_thread():
 
 def _setup(name, **overrides):
     raw = {"method": name, "methods": {name: overrides}} if overrides else {"method": name}
+    if overrides.get("local_crops"):  # the view cache must hold the local crops the method consumes
+        raw["augment"] = {"multicrop": {"local_crops": overrides["local_crops"]}}
     cfg = parse_config(raw)
     torch.manual_seed(0)
     method = build_method(cfg, in_channels=1, image_size=8)
