@@ -136,6 +136,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 run = pretrain_and_score(kind, cfg, data, args.epochs, device, args.loader_workers, cache_dir)
                 run.update(seed=seed, pipeline=kind)
                 result["runs"].append(run)
+                out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")  # progress so far
                 print(f"  seed {seed} {kind:10s} kNN top-1 {run['knn_top1']:.4f}  ({run['train_s']:.0f} s, "
                       f"{run['views_per_s']:.0f} views/s)", flush=True)
     summary = {}

@@ -86,7 +86,7 @@ class WMSEParams:
                  "Grill et al. 2020, arXiv:2006.07733")
 @dataclass(frozen=True)
 class BYOLParams:
-    base_momentum: float = knob(0.99, lo=0.0, hi=1.0)  # tau_base; paper 0.996 (for 300+ epochs)
+    base_momentum: float = knob(0.996, lo=0.0, hi=1.0)  # tau_base (cosine -> 1), as the paper
     pred_hidden: int = knob(256, lo=1)  # predictor hidden width; paper 4096 (= projector hidden)
 
 
@@ -101,7 +101,7 @@ class SimSiamParams:
                  "Caron et al. 2021, arXiv:2104.14294")
 @dataclass(frozen=True)
 class DINOParams:
-    out_dim: int = knob(10, lo=2)  # K output dimensions (prototypes); paper 65536
+    out_dim: int = knob(1024, lo=2)  # K output dimensions (prototypes); paper 65536
     student_temp: float = knob(0.1, gt=0.0)  # tau_s
     teacher_temp: float = knob(0.04, gt=0.0)  # tau_t after the warm-up; paper 0.04-0.07
     warmup_teacher_temp: float = knob(0.04, gt=0.0)  # tau_t at epoch 0
@@ -118,7 +118,7 @@ class DINOParams:
                  "Caron et al. 2020, arXiv:2006.09882")
 @dataclass(frozen=True)
 class SwAVParams:
-    n_prototypes: int = knob(10, lo=2)  # K; paper 3000 for ImageNet (3x its 1000 classes)
+    n_prototypes: int = knob(30, lo=2)  # K; paper 3000 for ImageNet (3x its 1000 classes)
     temperature: float = knob(0.1, gt=0.0)  # tau
     epsilon: float = knob(0.03, gt=0.0)  # entropic regularisation of the codes; paper 0.05
     sinkhorn_iters: int = knob(3, lo=1)

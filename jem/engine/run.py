@@ -144,13 +144,19 @@ def _local_address_env() -> Iterator[None]:
                 os.environ[key] = value
 
 
+def cluster_address(rcfg: RayConfig) -> str:
+    """The cluster to attach to (``ray.address``, else ``$RAY_ADDRESS``); ``''`` = a private local instance."""
+    address = rcfg.address or os.environ.get("RAY_ADDRESS", "")
+    return "" if address == "local" else address
+
+
 @contextmanager
 def ray_session(rcfg: RayConfig) -> Iterator[str]:
     """Connect to ``ray.address`` / ``$RAY_ADDRESS`` if given, else start a private local instance
     (dashboard off unless ``ray.dashboard``, quiet logs). Yields the address attached to; always
     shuts down, also on Ctrl-C and SIGTERM."""
-    address = rcfg.address or os.environ.get("RAY_ADDRESS", "")
-    if address and address != "local":
+    address = cluster_address(rcfg)
+    if address:
         _check_reachable(address)
         local = None
     else:
@@ -198,10 +204,11 @@ def remove_orphaned_placement_groups() -> int:
     from ray.core.generated import gcs_pb2
     from ray.util.placement_group import PlacementGroup, remove_placement_group
 
-    live = (gcs_pb2.PlacementGroupTableData.PENDING, gcs_pb2.PlacementGroupTableData.CREATED)
+    table = gcs_pb2.PlacementGroupTableData  # type: ignore[attr-defined]  # generated protobuf
+    live = (table.PENDING, table.CREATED)
     removed = 0
     for raw in state._connect_and_get_accessor().get_placement_group_table():
-        pg = gcs_pb2.PlacementGroupTableData.FromString(raw)
+        pg = table.FromString(raw)
         if (pg.state in live and pg.creator_actor_dead and not pg.is_detached
                 and not ray.ActorID(pg.creator_actor_id).is_nil()):
             try:
@@ -213,7 +220,8 @@ def remove_orphaned_placement_groups() -> int:
 
 
 def check_resources(workers: int, cpus_per_worker: float, gpus_per_worker: float, what: str) -> None:
-    """One clear line when the cluster can never fit ``workers`` workers (instead of waiting forever)."""
+    """One clear line when a private local instance can never fit ``workers`` workers (instead of
+    waiting forever). Not used on clusters, where an autoscaler may still add nodes."""
     import ray
 
     res = ray.cluster_resources()
@@ -263,7 +271,7 @@ def make_trainer(cfg: Config, raw_params: dict[str, Any], prepared: Path, views:
     gpus = (1.0 if cfg.train.use_gpu else 0.0) if gpus_per_worker is None else gpus_per_worker
     resources = {"CPU": cfg.train.cpus_per_worker} | ({"GPU": gpus} if gpus > 0 else {})
     return TorchTrainer(
-        train_worker,
+        train_worker,  # type: ignore[arg-type]  # Ray's stub: no return value
         train_loop_config={"params": raw_params, "prepared": str(Path(prepared).resolve()),
                            "views": str(Path(views).resolve()),
                            "live": str(Path(live_dir).resolve()) if live_dir else None, "progress": progress},
@@ -274,7 +282,7 @@ def make_trainer(cfg: Config, raw_params: dict[str, Any], prepared: Path, views:
             name=name, storage_path=storage, callbacks=list(callbacks),
             failure_config=ray.train.FailureConfig(max_failures=cfg.train.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
-            logging_config=ray.train.LoggingConfig(log_level="ERROR")),
+            logging_config=ray.train.LoggingConfig(log_level="ERROR")),  # type: ignore[call-arg]  # V2 RunConfig
     )
 
 
@@ -289,8 +297,9 @@ def pretrain(cfg: Config, raw_params: dict[str, Any], prepared: Path, views: Pat
         Path(storage).mkdir(parents=True, exist_ok=True)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     with ray_session(cfg.ray):
-        check_resources(cfg.train.workers, cfg.train.cpus_per_worker, 1.0 if cfg.train.use_gpu else 0.0,
-                        "pretrain")
+        if not cluster_address(cfg.ray):
+            check_resources(cfg.train.workers, cfg.train.cpus_per_worker, 1.0 if cfg.train.use_gpu else 0.0,
+                            "pretrain")
         trainer = make_trainer(cfg, raw_params, prepared, views, name=name, storage=storage, live_dir=live_dir,
                                progress=progress)
         try:

@@ -6,7 +6,9 @@ One augmented view per image and step (the reference's training transform). The 
 at the first ``on_epoch_start`` (N random unit vectors, identical on every worker: seeded from the
 method's seed) and updated after every optimizer step with the features of every worker's batch
 (gathered), so all workers keep the same bank; it is checkpointed through the loss module's extra
-state. NCE noise indices come from a generator keyed by (seed, step, rank).
+state. NCE noise indices come from a generator keyed by (seed, step, rank). NCE approximates the
+softmax only when the noise samples are a small fraction of the data (the paper: m = 4096 of 1.28M
+ImageNet images; CIFAR uses the full softmax, the default here), so ``nce_k >= N`` is refused.
 
 Deviation: the head is ``nn.Linear(feat_dim, dim)`` as in the paper, so ``model.projector`` is not
 used by this method.
@@ -39,7 +41,11 @@ class NPID(Method):
         return nn.Linear(self.feat_dim, self.params.dim)
 
     def on_epoch_start(self, data: EpochData) -> None:
-        self.loss.init_bank(data.images.shape[0], self.params.dim, keyed_generator(self.seed), data.device)
+        n = data.images.shape[0]
+        if self.params.loss == "nce" and self.params.nce_k >= n:
+            raise ValueError(f"methods.npid.nce_k = {self.params.nce_k} noise samples need more than the {n} training "
+                             "images for NCE to approximate the softmax; lower it or use methods.npid.loss: softmax")
+        self.loss.init_bank(n, self.params.dim, keyed_generator(self.seed), data.device)
 
     def forward(self, views: list[torch.Tensor], ctx: StepContext) -> dict[str, torch.Tensor]:
         idx = require_indices(ctx, "npid")

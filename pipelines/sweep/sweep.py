@@ -33,14 +33,16 @@ def main() -> None:
     for p in (args.prepared / "stats.json", args.views / "meta.json"):
         if not p.exists():
             raise FileNotFoundError(f"{p} not found: run the main pipeline's prepare and augment stages first")
-    from jem.engine.run import ray_session, resolve_storage
-    from jem.engine.tune import run_sweep, write_results
+    from jem.engine.leaderboard import write_results
+    from jem.engine.run import cluster_address, ray_session, resolve_storage
+    from jem.engine.tune import run_sweep
 
     root = Path(os.environ.get("DVC_ROOT", args.base.resolve().parent))
     storage = resolve_storage(cfg.ray.storage, root)
     t0 = time.perf_counter()
     with ray_session(cfg.ray):
-        rows = run_sweep(scfg, trial_base, dims, args.prepared, args.views, storage)
+        rows = run_sweep(scfg, trial_base, dims, args.prepared, args.views, storage,
+                         local=not cluster_address(cfg.ray))
     best_path = os.path.relpath((args.out / "best_params.yaml").resolve(), root.resolve())
     summary = write_results(rows, dims, scfg, args.out, time.perf_counter() - t0, best_path)
     best = summary["best"]

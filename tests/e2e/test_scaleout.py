@@ -186,3 +186,45 @@ def test_killed_pretrain_stage_resumes_on_the_next_repro(tmp_path):
     assert _logged_epochs(repo / "dvclive" / "pretrain") == list(range(8))  # final metrics written once
     assert not list(storage.glob("pretrain-*"))  # the finished run's Ray folder is gone
     _sh(["dvc", "status", "pretrain"], repo)
+
+
+# ------------------------------------------------------------------------------- Ctrl-C / SIGTERM
+@pytest.mark.parametrize("sig, status, last_line", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "")])
+def test_interrupted_stage_shuts_its_ray_instance_down(data, tmp_path, sig, status, last_line):
+    """Ctrl-C (SIGINT to the whole foreground group, as a terminal sends it) or SIGTERM while
+    training: the stage exits with 130 / 143, writes no outputs and leaves no process behind."""
+    params = set_dotted(defaults_dict(), {**FAST, "train.epochs": 200, "train.workers": 1})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "stages" / "pretrain.py"), "--params", "params.yaml", "--prepared",
+         str(data / "prepared"), "--views", str(data / "views"), "--out", "encoder", "--metrics", "m.json",
+         "--live", "live"], cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not list((tmp_path / ".jem" / "ray_results").glob("pretrain-*/checkpoint_*")):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.2)
+        if sig == signal.SIGINT:
+            os.killpg(proc.pid, sig)
+        else:
+            proc.send_signal(sig)
+        _, err = proc.communicate(timeout=120)
+        deadline = time.monotonic() + 30
+        while _group_alive(proc.pid):  # gcs_server, raylet, workers started by the stage
+            assert time.monotonic() < deadline, "processes of the stopped stage are still running"
+            time.sleep(0.5)
+    finally:
+        _kill_group(proc.pid)
+    assert proc.returncode == status, err
+    assert (err.strip().splitlines() or [""])[-1] == last_line
+    assert "Traceback" not in err
+    assert not (tmp_path / "m.json").exists() and not (tmp_path / "encoder").exists()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -12,9 +12,10 @@ import pytest
 import yaml
 
 from jem.config import ConfigError, RayConfig, defaults_dict, parse_config
+from jem.engine.leaderboard import best_params
 from jem.engine.loop import epoch_shards
 from jem.engine.run import RayUnavailable, ray_session, resolve_storage, run_name
-from jem.engine.tune import best_params, count_trials, parse_sweep, set_args, set_dotted
+from jem.engine.tune import count_trials, parse_sweep, set_args, set_dotted
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -180,3 +181,27 @@ def test_set_args_cli_prints_the_dvc_arguments(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "jem.engine.tune", "--set-args", str(tmp_path / "missing.yaml")],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and proc.stderr.startswith("error: ") and len(proc.stderr.splitlines()) == 1
+
+
+def test_leaderboard_marks_early_stopped_trials_and_ranks_full_budget_first():
+    from types import SimpleNamespace
+
+    from jem.engine.leaderboard import leaderboard
+
+    scfg, base, dims = parse_sweep(_sweep(), defaults_dict())  # budget: 4 epochs
+
+    def hist(*knn):
+        return [{"epoch": i, "loss": 1.0 - i / 10, "knn_top1": k, "epoch_s": 1.0} for i, k in enumerate(knn)]
+
+    config = {"method": "simclr", "train.lr": 0.3, "methods.simclr.temperature": 0.1, "train.batch_size": 128}
+    rec = SimpleNamespace(
+        config={"a": {**config, "method": "vicreg"}, "b": config, "c": config, "d": config},
+        rows={"a": hist(0.5, 0.6, 0.7, 0.8), "b": hist(0.9), "c": hist(0.4, 0.5, 0.6, 0.9), "d": []},
+        status={"a": "done", "b": "done", "c": "done", "d": "error"}, error={"d": "ValueError: boom"},
+        seconds={})
+    rows = leaderboard(rec, base, dims, scfg)
+    assert [(r["trial"], r["status"], r["rank"]) for r in rows] == [
+        ("c", "completed", 1), ("a", "completed", 2), ("b", "early-stopped", 3), ("d", "error", 4)]
+    assert rows[0]["knn_top1"] == 0.9 and rows[1]["best_knn_top1"] == 0.8 and rows[2]["epochs"] == 1
+    assert rows[1]["methods.simclr.temperature"] is None  # a vicreg trial: not its key
+    assert rows[3]["error"] == "ValueError: boom" and rows[3]["knn_top1"] is None

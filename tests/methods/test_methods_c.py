@@ -31,9 +31,15 @@ def _epoch_data(images, epoch=0):
     return EpochData(epoch, images, [0.5], [0.25], torch.device("cpu"), 0, 1)
 
 
-@pytest.mark.parametrize("name", METHODS)
-def test_method_trains_a_few_steps_with_its_defaults(name):
-    method, cfg = _build(name)
+VARIANTS = [(name, {}) for name in METHODS] + [
+    ("npid", {"loss": "nce", "nce_k": 16, "prox_weight": 1.0}), ("sela", {"heads": 2}),
+    ("rotation", {"all_rotations": False}), ("jigsaw", {"grid": 3, "n_permutations": 10, "tile_norm": False}),
+    ("deepcluster", {"balanced": False, "recluster_every": 2})]
+
+
+@pytest.mark.parametrize("name, overrides", VARIANTS)
+def test_method_trains_a_few_steps(name, overrides):
+    method, cfg = _build(name, overrides)
     assert method.name == name and method.n_global == 1 and method.n_local == 0
     opt = build_optimizer(method, cfg.train, 0.05)
     before = [p.detach().clone() for p in method.parameters()]
@@ -87,5 +93,8 @@ def test_one_view_methods_and_invalid_settings():
         parse_config({"method": "npid", "methods": {"npid": {"loss": "nec"}}})
     with pytest.raises(ValueError, match="vit_tiny"):
         get_method_class("data2vec")(CNN, [32, 16], parse_config({"method": "data2vec"}).method_params)
+    npid, _ = _build("npid", {"loss": "nce"})  # 4096 noise samples for 160 images
+    with pytest.raises(ValueError, match="nce_k"):
+        npid.on_epoch_start(_epoch_data(np.zeros((N, 8, 8, 1), dtype=np.uint8)))
     with pytest.raises(ValueError, match="top_k"):
         get_method_class("data2vec")(VIT, [32, 16], parse_config({"method": "data2vec"}).method_params)
