@@ -72,7 +72,7 @@ def swept(repo):
 def test_sweep_pipeline_writes_a_leaderboard_with_early_stopped_trials(repo, swept):
     out = swept.stdout + swept.stderr
     assert "Running stage 'prepare'" in out and "Running stage 'augment'" in out  # main pipeline's cache
-    assert "Running stage 'sweep'" in out
+    assert "Running stage 'pipelines/sweep/dvc.yaml:sweep'" in out
     results = repo / "pipelines" / "sweep" / "results"
     with open(results / "leaderboard.csv") as f:
         rows = list(csv.DictReader(f))
@@ -115,7 +115,7 @@ def test_best_params_become_dvc_set_arguments(repo, swept):
 
 def test_sweep_is_cached_and_metrics_are_visible_to_dvc(repo, swept):
     again = _sh(["dvc", "repro", "pipelines/sweep/dvc.yaml"], repo)
-    assert "Stage 'sweep' didn't change, skipping" in again.stdout
+    assert "Stage 'pipelines/sweep/dvc.yaml:sweep' didn't change, skipping" in again.stdout
     shown = json.loads(_sh(["dvc", "metrics", "show", "--json"], repo).stdout)
     flat = json.dumps(shown)
     assert "pipelines/sweep/results/best.json" in flat and "early_stopped" in flat
