@@ -28,6 +28,11 @@ class StepContext:
     gather: Gather = gather
     indices: torch.Tensor | None = None  # (B,) int64 dataset indices of this worker's batch
 
+    @property
+    def progress(self) -> float:
+        """Fraction of training done, in [0, 1)."""
+        return self.step / max(1, self.total_steps)
+
 
 @dataclass(frozen=True)
 class EpochData:
@@ -41,10 +46,6 @@ class EpochData:
     rank: int
     world_size: int
 
-    @property
-    def progress(self) -> float:
-        """Fraction of training done, in [0, 1)."""
-        return self.step / max(1, self.total_steps)
 
 
 class Method(nn.Module):
