@@ -192,7 +192,7 @@ def ray_session(rcfg: RayConfig) -> Iterator[str]:
 
 
 def remove_orphaned_placement_groups() -> int:
-    """Remove the placement groups whose creating actor has died; returns how many.
+    """Remove this job's placement groups whose creating actor has died; returns how many.
 
     When Tune stops a trial (ASHA) it kills the trial actor, and with it the Ray Train controller
     that created the workers' placement group. Ray frees a placement group only when its creating
@@ -206,11 +206,12 @@ def remove_orphaned_placement_groups() -> int:
 
     table = gcs_pb2.PlacementGroupTableData  # type: ignore[attr-defined]  # generated protobuf
     live = (table.PENDING, table.CREATED)
+    job = ray.get_runtime_context().get_job_id()
     removed = 0
     for raw in state._connect_and_get_accessor().get_placement_group_table():
         pg = table.FromString(raw)
         if (pg.state in live and pg.creator_actor_dead and not pg.is_detached
-                and not ray.ActorID(pg.creator_actor_id).is_nil()):
+                and ray.JobID(pg.creator_job_id).hex() == job and not ray.ActorID(pg.creator_actor_id).is_nil()):
             try:
                 remove_placement_group(PlacementGroup(ray.PlacementGroupID(pg.placement_group_id)))
                 removed += 1

@@ -24,7 +24,8 @@ are checkpointed through ``get_extra_state``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -66,21 +67,15 @@ def require_indices(ctx: StepContext, name: str) -> torch.Tensor:
     return ctx.indices
 
 
-class _EvalMode:
-    """Context manager: the module in evaluation mode, its previous mode restored afterwards."""
-
-    def __init__(self, module: nn.Module) -> None:
-        self.module, self.was_training = module, module.training
-
-    def __enter__(self) -> None:
-        self.module.eval()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.module.train(self.was_training)
-
-
-def eval_mode(module: nn.Module) -> _EvalMode:
-    return _EvalMode(module)
+@contextmanager
+def eval_mode(module: nn.Module) -> Iterator[None]:
+    """The module in evaluation mode inside the block, its previous mode restored afterwards."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)
 
 
 @register("deepcluster")
@@ -92,6 +87,7 @@ class DeepCluster(Method):
         self.seed = int(torch.randint(0, 2**31 - 1, (1,)))  # same on every worker: drawn after torch.manual_seed
         self.labels: torch.Tensor | None = None  # (N,) int64 pseudo-labels
         self.weights: torch.Tensor | None = None  # (N,) balancing weights
+        self.n_nonempty = 0.0
         self.reset_head(0)
 
     @torch.no_grad()
@@ -111,6 +107,7 @@ class DeepCluster(Method):
         labels = gather_nograd(labels)[: labels.numel()]  # rank 0's copy everywhere
         self.labels = labels.to(data.device)
         self.weights = balanced_weights(labels, p.n_clusters).to(data.device)
+        self.n_nonempty = float(torch.unique(labels).numel())
         self.reset_head(data.epoch)
 
     def on_epoch_start(self, data: EpochData) -> None:
@@ -131,8 +128,7 @@ class DeepCluster(Method):
         logits = self.head(F.relu(self.embed(views[0])))  # (B, k)
         weights = self.weights[idx] if self.params.balanced else None
         out = self.loss(logits, self.labels[idx], weights)
-        with torch.no_grad():
-            out["clusters"] = logits.new_tensor(float(torch.unique(self.labels).numel()))
+        out["clusters"] = logits.new_tensor(self.n_nonempty)  # non-empty clusters of the last k-means
         return out
 
     def get_extra_state(self) -> dict[str, Any]:
@@ -142,3 +138,5 @@ class DeepCluster(Method):
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
         self.labels, self.weights = state.get("labels"), state.get("weights")
+        if self.labels is not None:
+            self.n_nonempty = float(torch.unique(self.labels).numel())

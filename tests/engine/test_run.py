@@ -205,3 +205,41 @@ def test_leaderboard_marks_early_stopped_trials_and_ranks_full_budget_first():
     assert rows[0]["knn_top1"] == 0.9 and rows[1]["best_knn_top1"] == 0.8 and rows[2]["epochs"] == 1
     assert rows[1]["methods.simclr.temperature"] is None  # a vicreg trial: not its key
     assert rows[3]["error"] == "ValueError: boom" and rows[3]["knn_top1"] is None
+
+
+def test_local_session_frees_placement_groups_of_dead_actors_and_restores_the_environment(monkeypatch):
+    """What a sweep relies on: a Train controller killed with its Tune trial leaves its workers'
+    placement group behind (Ray frees it only with the job); the janitor returns those CPUs."""
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    from jem.engine.run import remove_orphaned_placement_groups
+
+    with ray_session(RayConfig(num_cpus=2, log_to_driver=False)):
+        import ray
+        from ray.util.placement_group import placement_group
+
+        assert os.environ["RAY_ADDRESS"] == f"127.0.0.1:{os.environ['RAY_GCS_SERVER_PORT']}"
+
+        @ray.remote(num_cpus=0)
+        class Creator:
+            def make(self) -> None:
+                pg = placement_group([{"CPU": 1}])
+                ray.get(pg.ready())
+                self.keep = placement_group([{"CPU": 1}])  # pending: nothing left to place it on
+
+        keeper = placement_group([{"CPU": 1}])  # created by the driver: never touched
+        ray.get(keeper.ready())
+        creator = Creator.remote()
+        ray.get(creator.make.remote())
+        assert ray.available_resources().get("CPU", 0) == 0
+        ray.kill(creator)
+        deadline = time.monotonic() + 30
+        removed = 0
+        while removed < 2 and time.monotonic() < deadline:
+            removed += remove_orphaned_placement_groups()
+            time.sleep(0.2)
+        assert removed == 2
+        deadline = time.monotonic() + 10
+        while ray.available_resources().get("CPU", 0) < 1 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert ray.available_resources().get("CPU", 0) == 1  # the driver's group still holds the other
+    assert "RAY_ADDRESS" not in os.environ and "RAY_GCS_SERVER_PORT" not in os.environ
