@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import field
 from typing import Any
 
+OPTIMIZERS = ("sgd", "adamw", "lars")
+# method params with these names replace train.<name> for that method (its paper's own recipe)
+TRAIN_OVERRIDES = ("optimizer", "lr", "weight_decay")
+
 
 def knob(default: Any, **rules: Any) -> Any:
     """A dataclass field with a default (lists are copied) and validation rules in its metadata.

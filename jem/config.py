@@ -15,18 +15,17 @@ from __future__ import annotations
 import difflib
 import types
 import typing
-from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from jem._schema import knob
-from jem.method_params import METHOD_PARAMS
+from jem._schema import OPTIMIZERS, TRAIN_OVERRIDES, knob
+from jem.method_params import METHOD_BACKBONES, METHOD_PARAMS
 
 DATASETS = ("digits", "fashion-mnist", "cifar10", "cifar100", "stl10", "imagefolder")
 BACKBONES = ("small_cnn", "resnet18", "vit_tiny")
-OPTIMIZERS = ("sgd", "adamw", "lars")
 PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 
 
@@ -159,6 +158,21 @@ class Config:
         """The hyperparameter dataclass of the selected method."""
         return self.methods[self.method]
 
+    @property
+    def train_overrides(self) -> dict[str, Any]:
+        """``train.*`` knobs the selected method sets itself (``methods.<name>.optimizer|lr|weight_decay``:
+        BYOL, SimSiam and DINO carry their papers' own optimiser recipes). Already applied to
+        :attr:`train` by :func:`parse_config`."""
+        p = self.method_params
+        return {k: getattr(p, k) for k in TRAIN_OVERRIDES if hasattr(p, k)}
+
+    @property
+    def backbone_override(self) -> str | None:
+        """The backbone the selected method needs instead of ``model.backbone`` (None: no change).
+        Already applied to :attr:`model` by :func:`parse_config`."""
+        allowed = METHOD_BACKBONES.get(self.method)
+        return allowed[0] if allowed and self.model.backbone not in allowed else None
+
 
 # ------------------------------------------------------------------------------------- validation
 def _did_you_mean(word: str, options: typing.Iterable[str]) -> str:
@@ -279,6 +293,10 @@ def parse_config(raw: Any) -> Config:
         raise ConfigError(f"method {cfg.method!r} is not registered; choose one of: "
                           f"{', '.join(sorted(METHOD_PARAMS))}" + _did_you_mean(cfg.method, METHOD_PARAMS))
     _check_cross_field(cfg)
+    if cfg.train_overrides:  # the method's own optimiser recipe replaces train.optimizer/lr/weight_decay
+        cfg = replace(cfg, train=replace(cfg.train, **cfg.train_overrides))
+    if cfg.backbone_override:  # e.g. data2vec: masked patch tokens need vit_tiny
+        cfg = replace(cfg, model=replace(cfg.model, backbone=cfg.backbone_override))
     return cfg
 
 

@@ -4,6 +4,10 @@ This file is deliberately light (no torch) so that params validation and ``jem m
 instant. Each method registers a frozen dataclass here with :func:`register_params`, plus a one-line
 description and its paper; the implementation lives in ``jem/methods/<name>.py``.
 
+Optional fields ``optimizer``, ``lr`` and ``weight_decay`` give a method its paper's own optimiser
+recipe: they replace ``train.optimizer|lr|weight_decay`` for that method (see
+:attr:`jem.config.Config.train_overrides`).
+
 Optional field ``views`` says how many global views per image the method consumes (default 2);
 validation checks it against ``augment.views_per_image``.
 """
@@ -14,10 +18,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from jem._schema import knob
+from jem._schema import OPTIMIZERS, knob
 
 # name -> (params dataclass, description, paper)
 METHOD_PARAMS: dict[str, tuple[type, str, str]] = {}
+# methods that only work on some backbones -> those backbones; when model.backbone is not among
+# them the first one is used (data2vec masks patch tokens, so it needs a transformer)
+METHOD_BACKBONES: dict[str, tuple[str, ...]] = {"data2vec": ("vit_tiny",)}
 
 
 def register_params(name: str, description: str, paper: str) -> Callable[[type], type]:
@@ -87,7 +94,10 @@ class WMSEParams:
 @dataclass(frozen=True)
 class BYOLParams:
     base_momentum: float = knob(0.996, lo=0.0, hi=1.0)  # tau_base (cosine -> 1), as the paper
-    pred_hidden: int = knob(256, lo=1)  # predictor hidden width; paper 4096 (= projector hidden)
+    pred_hidden: int = knob(1024, lo=1)  # predictor hidden width; paper 4096 = 16 x the 256-d output
+    optimizer: str = knob("lars", choices=OPTIMIZERS)  # replaces train.optimizer; paper LARS
+    lr: float = knob(3.0, gt=0.0, hi=100.0)  # replaces train.lr; paper 0.2 (x B/256) for 1000 epochs
+    weight_decay: float = knob(1.0e-5, lo=0.0, hi=1.0)  # replaces train.weight_decay; paper 1.5e-6
 
 
 @register_params("simsiam", "siamese network with a predictor and stop-gradient, no momentum encoder",
@@ -95,13 +105,16 @@ class BYOLParams:
 @dataclass(frozen=True)
 class SimSiamParams:
     pred_hidden: int = knob(64, lo=1)  # predictor bottleneck; paper 512 = 2048 / 4
+    optimizer: str = knob("lars", choices=OPTIMIZERS)  # replaces train.optimizer; paper SGD
+    lr: float = knob(3.0, gt=0.0, hi=100.0)  # replaces train.lr; paper SGD 0.05 (x B/256)
+    weight_decay: float = knob(1.0e-5, lo=0.0, hi=1.0)  # replaces train.weight_decay; paper 1e-4
 
 
 @register_params("dino", "self-distillation: student matches a centred, sharpened EMA teacher (multi-crop)",
                  "Caron et al. 2021, arXiv:2104.14294")
 @dataclass(frozen=True)
 class DINOParams:
-    out_dim: int = knob(1024, lo=2)  # K output dimensions (prototypes); paper 65536
+    out_dim: int = knob(256, lo=2)  # K output dimensions (prototypes); paper 65536
     student_temp: float = knob(0.1, gt=0.0)  # tau_s
     teacher_temp: float = knob(0.04, gt=0.0)  # tau_t after the warm-up; paper 0.04-0.07
     warmup_teacher_temp: float = knob(0.04, gt=0.0)  # tau_t at epoch 0
@@ -112,6 +125,9 @@ class DINOParams:
     freeze_last_layer: int = knob(1, lo=0)  # epochs during which the last layer is not updated
     head_bn: bool = knob(False)  # BatchNorm in the head MLP (the reference's use_bn_in_head)
     local_crops: int = knob(0, lo=0, hi=16)  # local views seen by the student (<= augment.multicrop.local_crops)
+    optimizer: str = knob("adamw", choices=OPTIMIZERS)  # replaces train.optimizer; paper AdamW
+    lr: float = knob(0.001, gt=0.0, hi=100.0)  # replaces train.lr; paper 0.0005 (x B/256)
+    weight_decay: float = knob(0.04, lo=0.0, hi=1.0)  # replaces train.weight_decay; paper 0.04 -> 0.4 (cosine)
 
 
 @register_params("swav", "online clustering: swapped prediction of Sinkhorn codes over prototypes",
@@ -137,10 +153,13 @@ class SwAVParams:
 class DeepClusterParams:
     views = 1
     n_clusters: int = knob(100, lo=2)  # k; paper 10000 for ImageNet (10x the classes)
-    recluster_every: int = knob(1, lo=1)  # epochs between clusterings; paper 1
+    recluster_every: int = knob(5, lo=1)  # epochs between clusterings; paper 1 (= ~5000 steps; digits: 5 steps)
     pca_dim: int = knob(64, lo=1)  # PCA-whitening dims before k-means; paper 256 (of 4096-d features)
     kmeans_iters: int = knob(20, lo=1)  # Lloyd iterations; reference (faiss) 20
     balanced: bool = knob(True)  # uniform sampling over pseudo-labels, as loss weights; paper: on
+    optimizer: str = knob("sgd", choices=OPTIMIZERS)  # replaces train.optimizer; paper SGD
+    lr: float = knob(0.1, gt=0.0, hi=100.0)  # replaces train.lr; paper 0.05
+    weight_decay: float = knob(5.0e-4, lo=0.0, hi=1.0)  # replaces train.weight_decay; paper 1e-5
 
 
 @register_params("sela", "self-labelling: equipartitioned pseudo-labels by Sinkhorn-Knopp over the training "
@@ -151,7 +170,10 @@ class SeLaParams:
     n_clusters: int = knob(128, lo=2)  # K; paper 3000 (ImageNet), reference CIFAR 128
     heads: int = knob(1, lo=1, hi=64)  # clustering heads; paper's best 10
     lamb: float = knob(10.0, gt=0.0)  # lambda of P^lambda; reference CIFAR 10, ImageNet 25
-    relabel_every: int = knob(1, lo=1)  # epochs between label optimisations; reference CIFAR 1 (400 in 400)
+    relabel_every: int = knob(5, lo=1)  # epochs between label optimisations; reference CIFAR 1 (digits epochs are 5 steps)
+    optimizer: str = knob("sgd", choices=OPTIMIZERS)  # replaces train.optimizer; paper SGD
+    lr: float = knob(0.1, gt=0.0, hi=100.0)  # replaces train.lr; paper 0.05
+    weight_decay: float = knob(5.0e-4, lo=0.0, hi=1.0)  # replaces train.weight_decay; paper 1e-5
 
 
 @register_params("data2vec", "masked prediction of the EMA teacher's averaged top-K layer-normalised block "

@@ -4,8 +4,11 @@ Catches what DVC cannot: a typo added to params.yaml by hand changes no tracked 
 other stage would be skipped silently."""
 
 import argparse
+from pathlib import Path
 
-from jem.config import load_config
+import yaml
+
+from jem.config import ModelConfig, load_config
 from jem.errors import run_main
 
 
@@ -22,6 +25,15 @@ def main() -> None:
         with open(args.out, "w") as f:
             f.write("ok\n")
     print(f"params ok: dataset={cfg.dataset} method={cfg.method} seed={cfg.seed}")
+    requested = ((yaml.safe_load(Path(args.params).read_text()) or {}).get("model") or {}).get(
+        "backbone", ModelConfig().backbone)
+    if requested != cfg.model.backbone:
+        print(f"note: {cfg.method} needs model.backbone={cfg.model.backbone}; model.backbone={requested} "
+              "is not used for it")
+    if cfg.train_overrides:
+        own = ", ".join(f"{k}={v}" for k, v in cfg.train_overrides.items())
+        print(f"note: {cfg.method} trains with its own recipe methods.{cfg.method}.{{optimizer,lr,weight_decay}} "
+              f"({own}); train.optimizer/lr/weight_decay do not apply to it")
 
 
 if __name__ == "__main__":

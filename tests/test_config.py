@@ -88,3 +88,36 @@ def test_jem_methods_lists_name_first():
     names = [line.split()[0] for line in proc.stdout.splitlines()]
     assert {"vicreg", "simclr"} <= set(names)
     assert all("arXiv:" in line for line in proc.stdout.splitlines())
+
+
+def test_a_method_recipe_replaces_the_train_optimiser_only_for_that_method():
+    base = defaults_dict()
+    vic = parse_config(dict(base, train=dict(base["train"], lr=0.5)))
+    assert (vic.train.optimizer, vic.train.lr, vic.train.weight_decay) == ("lars", 0.5, 1e-6)
+    assert vic.train_overrides == {}
+    dino = parse_config(dict(base, method="dino", train=dict(base["train"], lr=0.5)))
+    assert (dino.train.optimizer, dino.train.lr, dino.train.weight_decay) == ("adamw", 0.001, 0.04)
+    assert dino.train.epochs == vic.train.epochs and dino.train.batch_size == vic.train.batch_size
+    raw = dict(base, method="byol")
+    raw["methods"] = dict(base["methods"], byol=dict(base["methods"]["byol"], lr=7.0))
+    assert parse_config(raw).train.lr == 7.0
+    raw["methods"]["byol"]["optimizer"] = "adam"
+    with pytest.raises(ConfigError, match="methods.byol.optimizer"):
+        parse_config(raw)
+
+
+def test_data2vec_selects_the_transformer_it_needs():
+    base = defaults_dict()
+    assert base["model"]["backbone"] == "small_cnn"
+    assert parse_config(dict(base, method="data2vec")).model.backbone == "vit_tiny"
+    assert parse_config(base).model.backbone == "small_cnn"
+
+
+def test_validate_stage_notes_method_recipes_and_backbones(tmp_path):
+    for method, needle in (("dino", "note: dino trains with its own recipe"),
+                           ("data2vec", "note: data2vec needs model.backbone=vit_tiny")):
+        path = tmp_path / f"{method}.yaml"
+        path.write_text(yaml.safe_dump(dict(defaults_dict(), method=method)))
+        proc = subprocess.run([sys.executable, "stages/validate.py", "--params", str(path)], capture_output=True,
+                              text=True, cwd=Path(__file__).resolve().parents[1])
+        assert proc.returncode == 0 and needle in proc.stdout, proc.stdout + proc.stderr

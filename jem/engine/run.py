@@ -321,5 +321,6 @@ def pretrain(cfg: Config, raw_params: dict[str, Any], prepared: Path, views: Pat
     tmp.rename(out_dir)
     remove_run(storage, name)
     summary.update(run_name=name, lr_scaling=cfg.train.lr_scaling, base_lr=cfg.train.lr,
-                   batch_size_per_worker=cfg.train.batch_size)
+                   optimizer=cfg.train.optimizer, weight_decay=cfg.train.weight_decay,
+                   batch_size_per_worker=cfg.train.batch_size)  # cfg.train: the method's own recipe applied
     return summary

@@ -20,6 +20,13 @@ Deviations: the head's optimizer momentum is not reset after re-initialisation (
 optimizer; the reference builds a fresh one for the top layer each epoch); k-means++ seeding; no
 Sobel pre-filter (digits and Fashion-MNIST are grey already). Pseudo-labels live on the method and
 are checkpointed through ``get_extra_state``.
+
+Adapted to short runs, measured on digits (kNN top-1, seed 0; random init 0.940): the paper's own
+optimiser (``methods.deepcluster.{optimizer,lr,weight_decay}`` = SGD, 0.1, 5e-4; paper SGD 0.05,
+1e-5) instead of the shared LARS, whose trust ratio makes the updates of the freshly re-initialised
+0.01-scale head tiny (the loss stayed at log k: 0.918); and ``recluster_every`` 5 epochs instead of
+1, because a digits epoch is 5 steps and the new head needs more than that to fit the new labels
+(SGD with recluster_every 1: 0.918; with 5: 0.969, seed 1: 0.976).
 """
 
 from __future__ import annotations

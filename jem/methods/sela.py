@@ -15,6 +15,10 @@ As in the reference, the first optimisation happens before any training (epoch 0
 Deviations: predictions are computed on the un-augmented images in evaluation mode (the reference
 runs its augmenting training loader in training mode); every head is re-labelled at each
 optimisation (the reference cycles through one head per optimisation to save time).
+Adapted to short runs, measured on digits (kNN top-1, seed 0; random init 0.940): the paper's SGD
+(``methods.sela.{optimizer,lr,weight_decay}`` = SGD, 0.1, 5e-4; paper 0.05, 1e-5) instead of the
+shared LARS (0.927), and ``relabel_every`` 5 epochs, since a digits epoch is 5 steps (SGD with
+relabelling every epoch: 0.916; every 5: 0.956).
 """
 
 from __future__ import annotations
