@@ -297,6 +297,9 @@ def parse_config(raw: Any) -> Config:
         cfg = replace(cfg, train=replace(cfg.train, **cfg.train_overrides))
     if cfg.backbone_override:  # e.g. data2vec: masked patch tokens need vit_tiny
         cfg = replace(cfg, model=replace(cfg.model, backbone=cfg.backbone_override))
+    if cfg.model.mask_ratio > 0 and cfg.model.backbone != "vit_tiny":
+        raise ConfigError(f"model.mask_ratio = {cfg.model.mask_ratio} needs model.backbone = vit_tiny (patch tokens "
+                          f"to mask); {cfg.model.backbone} has none")
     return cfg
 
 
@@ -314,6 +317,9 @@ def _check_cross_field(cfg: Config) -> None:
         if cfg.train.workers * batch <= p.emb_dim:
             raise ConfigError(f"train.batch_size = {batch} x {cfg.train.workers} worker(s) must exceed "
                               f"methods.wmse.emb_dim = {p.emb_dim} for W-MSE whitening")
+    if cfg.method == "data2vec" and p.top_k > cfg.model.depth:
+        raise ConfigError(f"methods.data2vec.top_k = {p.top_k} exceeds model.depth = {cfg.model.depth} "
+                          "(the teacher blocks it averages)")
     if cfg.method == "moco" and batch < 2 * p.bn_splits:
         raise ConfigError(f"train.batch_size = {batch} is too small for methods.moco.bn_splits = {p.bn_splits}; "
                           f"need at least {2 * p.bn_splits}")

@@ -121,3 +121,9 @@ def test_validate_stage_notes_method_recipes_and_backbones(tmp_path):
         proc = subprocess.run([sys.executable, "stages/validate.py", "--params", str(path)], capture_output=True,
                               text=True, cwd=Path(__file__).resolve().parents[1])
         assert proc.returncode == 0 and needle in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_data2vec_top_k_cannot_exceed_the_vit_depth():
+    base = defaults_dict()
+    with pytest.raises(ConfigError, match="methods.data2vec.top_k = 6 exceeds model.depth = 4"):
+        parse_config(dict(base, method="data2vec", model=dict(base["model"], depth=4)))

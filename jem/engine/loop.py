@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from jem import dist
+from jem.augment.masking import set_mask_ratio
 from jem.config import Config, TrainConfig, parse_config
 from jem.engine.checkpoint import load_state, save_encoder, save_state
 from jem.engine.monitor import KNNMonitor
@@ -45,9 +46,17 @@ from jem.methods.base import EpochData, Method, StepContext
 
 
 def build_method(cfg: Config, in_channels: int, image_size: int) -> Method:
-    arch = {"backbone": cfg.model.backbone, "width": cfg.model.width, "in_channels": in_channels,
-            "image_size": image_size}
-    return get_method_class(cfg.method)(arch, list(cfg.model.projector), cfg.method_params)
+    """The configured method; ``vit_tiny`` gets ``model.depth`` / ``model.patch_size`` in its arch (so
+    the exported ``encoder.json`` rebuilds the same network) and ``model.mask_ratio`` token masking
+    in training mode (the masking augmentation, usable by every method)."""
+    arch: dict[str, Any] = {"backbone": cfg.model.backbone, "width": cfg.model.width, "in_channels": in_channels,
+                            "image_size": image_size}
+    if cfg.model.backbone == "vit_tiny":
+        arch.update(depth=cfg.model.depth, patch_size=cfg.model.patch_size)
+    method = get_method_class(cfg.method)(arch, list(cfg.model.projector), cfg.method_params)
+    if cfg.model.mask_ratio > 0:
+        set_mask_ratio(method.backbone, cfg.model.mask_ratio)
+    return method
 
 
 class NonFiniteLoss(RuntimeError):

@@ -27,13 +27,27 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def data2vec_targets(layers: list[torch.Tensor], top_k: int, norm_each: bool = True, norm_average: bool = False
-                     ) -> torch.Tensor:
-    """Average of the top ``top_k`` block outputs, each layer-normalised: L x (B, T, D) -> (B, T, D)."""
+def instance_norm_tokens(t: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Each channel normalised over the T tokens of its image (data2vec's speech / data2vec 2.0
+    target normalisation): (B, T, D) -> (B, T, D), zero mean and unit (biased) variance over T."""
+    mean = t.mean(dim=1, keepdim=True)
+    var = t.var(dim=1, unbiased=False, keepdim=True)
+    return (t - mean) / torch.sqrt(var + eps)
+
+
+def data2vec_targets(layers: list[torch.Tensor], top_k: int, norm_each: bool | str = True,
+                     norm_average: bool = False) -> torch.Tensor:
+    """Average of the top ``top_k`` block outputs, each normalised: L x (B, T, D) -> (B, T, D).
+
+    ``norm_each``: ``True`` / ``"layer"`` = parameter-less layer norm over channels (the paper's
+    vision and NLP choice), ``"instance"`` = instance norm over tokens (its speech choice, and
+    data2vec 2.0's), ``False`` = none."""
     if not 1 <= top_k <= len(layers):
         raise ValueError(f"data2vec: top_k = {top_k} but the teacher has {len(layers)} blocks")
     top = list(layers[-top_k:])
-    if norm_each:
+    if norm_each == "instance":
+        top = [instance_norm_tokens(t) for t in top]
+    elif norm_each:
         top = [F.layer_norm(t, t.shape[-1:]) for t in top]
     y = torch.stack(top).mean(dim=0)
     return F.layer_norm(y, y.shape[-1:]) if norm_average else y
@@ -53,15 +67,16 @@ def regression_loss(pred: torch.Tensor, target: torch.Tensor, beta: float = 2.0,
 class Data2VecLoss(nn.Module):
     """Thin module: targets from the teacher's block outputs, regression at the masked tokens."""
 
-    def __init__(self, top_k: int = 6, beta: float = 2.0, norm_average: bool = False) -> None:
+    def __init__(self, top_k: int = 6, beta: float = 2.0, norm_average: bool = False, target_norm: str = "layer"
+                 ) -> None:
         super().__init__()
-        self.top_k, self.beta, self.norm_average = top_k, beta, norm_average
+        self.top_k, self.beta, self.norm_average, self.target_norm = top_k, beta, norm_average, target_norm
 
     def forward(self, pred: torch.Tensor, teacher_layers: list[torch.Tensor], mask: torch.Tensor
                 ) -> dict[str, torch.Tensor]:
         """pred (M, D) student regressions at the masked tokens; mask (B, T) bool with M True."""
         with torch.no_grad():
-            y = data2vec_targets(teacher_layers, self.top_k, True, self.norm_average)[mask]  # (M, D)
+            y = data2vec_targets(teacher_layers, self.top_k, self.target_norm, self.norm_average)[mask]  # (M, D)
         loss = regression_loss(pred, y, self.beta)
         with torch.no_grad():  # the reference's collapse diagnostics: per-channel std over tokens
             target_std = y.std(dim=0).mean()

@@ -31,6 +31,21 @@ def test_targets_are_the_mean_of_layer_normalised_top_k_layers():
         data2vec_targets(layers, top_k=5)
 
 
+def test_instance_normalised_targets_normalise_each_channel_over_the_tokens():
+    layers = _layers()
+    y = data2vec_targets(layers, top_k=2, norm_each="instance")
+    ref = torch.zeros_like(layers[0])
+    for b in range(2):
+        for d in range(6):
+            for layer in layers[-2:]:
+                a = layer[b, :, d]  # one channel over the 5 tokens
+                ref[b, :, d] += (a - a.mean()) / torch.sqrt(a.var(unbiased=False) + 1e-5) / 2
+    torch.testing.assert_close(y, ref)
+    # a token-independent block output (the collapse data2vec must avoid) gives an all-zero target
+    const = [layers[0][:, :1].expand(-1, 5, -1).clone()]
+    assert float(data2vec_targets(const, top_k=1, norm_each="instance").abs().max()) < 1e-9
+
+
 def test_regression_loss_is_smooth_l1_summed_over_channels_and_scaled():
     g = torch.Generator().manual_seed(0)
     pred = (3 * torch.randn(7, 4, generator=g, dtype=torch.float64)).requires_grad_(True)

@@ -63,3 +63,21 @@ def test_config_knobs():
     assert (cfg.model.backbone, cfg.model.patch_size, cfg.model.depth, cfg.model.mask_ratio) == ("vit_tiny", 4, 6, 0.75)
     with pytest.raises(ConfigError, match="model.mask_ratio"):
         parse_config({"model": {"mask_ratio": 1.0}})
+    with pytest.raises(ConfigError, match="needs model.backbone = vit_tiny"):
+        parse_config({"model": {"mask_ratio": 0.5}})  # small_cnn has no tokens: fails before any compute
+
+
+def test_engine_builds_the_configured_vit_and_turns_masking_on():
+    """model.depth / patch_size / mask_ratio reach the network the engine trains, and the exported
+    arch (encoder.json) describes the same network."""
+    from jem.engine.loop import build_method
+
+    cfg = parse_config({"method": "simclr", "model": {"backbone": "vit_tiny", "patch_size": 4, "depth": 3,
+                                                      "mask_ratio": 0.5}})
+    method = build_method(cfg, in_channels=1, image_size=8)
+    vit = method.backbone
+    assert len(vit.blocks) == 3 and vit.num_tokens == 4 and vit.mask_ratio == 0.5
+    rebuilt, _ = build_backbone(method.arch)
+    assert len(rebuilt.blocks) == 3 and rebuilt.num_tokens == 4
+    d2v = build_method(parse_config({"method": "data2vec", "model": {"depth": 6}}), in_channels=1, image_size=8)
+    assert len(d2v.backbone.blocks) == 6 and d2v.backbone.mask_ratio == 0.0
