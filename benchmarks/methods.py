@@ -107,15 +107,21 @@ def main(argv: list[str] | None = None) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="jem-methods-"))
     clone = tmp / "repo"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
-    rows: list[dict[str, Any]] = []
+    # re-measuring some methods with the same budget keeps the other rows of an earlier run
+    old = json.loads(stem.with_suffix(".json").read_text()) if stem.with_suffix(".json").exists() else {}
+    rows: list[dict[str, Any]] = old.get("rows", []) if old.get("sets") == args.set else []
+    for r in rows:
+        r.setdefault("commit", old.get("commit", "?"))
     for name in tqdm(names, desc="methods", unit="run"):
-        rows.append(measure(clone, name, args.dataset, args.set))
-        tqdm.write(json.dumps(rows[-1]))
+        row = dict(measure(clone, name, args.dataset, args.set), commit=commit)
+        rows = sorted([r for r in rows if r["method"] != name] + [row], key=lambda r: r["method"])
+        tqdm.write(json.dumps(row))
         stem.parent.mkdir(parents=True, exist_ok=True)
-        stem.with_suffix(".json").write_text(json.dumps({"commit": commit, "dataset": args.dataset,
-                                                         "sets": args.set, "rows": rows}, indent=2) + "\n")
+        stem.with_suffix(".json").write_text(json.dumps({"dataset": args.dataset, "sets": args.set, "rows": rows},
+                                                        indent=2) + "\n")
     budget = " ".join(f"-S {s}" for s in args.set) or "the shipped defaults"
-    header = (f"### {args.dataset}: every method through `dvc exp run -S method=<name>` (commit {commit}, "
+    commits = ", ".join(sorted({r.get("commit", commit) for r in rows}))
+    header = (f"### {args.dataset}: every method through `dvc exp run -S method=<name>` (commits {commits}, "
               f"budget: {budget})\n\nCommand: `python -m benchmarks.methods --dataset {args.dataset}"
               + "".join(f" --set {s}" for s in args.set) + "`")
     stem.with_suffix(".md").write_text(markdown(rows, header))
