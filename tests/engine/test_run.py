@@ -218,6 +218,8 @@ def test_local_session_frees_placement_groups_of_dead_actors_and_restores_the_en
         from ray.util.placement_group import placement_group
 
         assert os.environ["RAY_ADDRESS"] == f"127.0.0.1:{os.environ['RAY_GCS_SERVER_PORT']}"
+        # Train V2 controller polls reports every 0.1 s instead of 2 s (else every epoch lasts >= 2 s)
+        assert os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == "0.1"
 
         @ray.remote(num_cpus=0)
         class Creator:
