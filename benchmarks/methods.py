@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -43,8 +44,10 @@ def measure(clone: Path, method: str, dataset: str, sets: list[str]) -> dict[str
     cmd = ["dvc", "exp", "run", "-S", f"method={method}", "-S", f"dataset={dataset}"]
     for s in sets:
         cmd += ["-S", s]
+    # the clone's own package, not an editable install of this checkout, runs the stages
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(clone), os.environ.get("PYTHONPATH")])))
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=clone, capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=clone, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
     row: dict[str, Any] = {"method": method, "command": " ".join(cmd), "wall_s": round(wall, 1)}
     if proc.returncode != 0:
