@@ -127,3 +127,15 @@ def test_data2vec_top_k_cannot_exceed_the_vit_depth():
     base = defaults_dict()
     with pytest.raises(ConfigError, match="methods.data2vec.top_k = 6 exceeds model.depth = 4"):
         parse_config(dict(base, method="data2vec", model=dict(base["model"], depth=4)))
+
+
+def test_exponent_floats_without_a_dot_are_numbers(tmp_path):
+    """PyYAML reads `5e-4` as a string (YAML 1.1 wants a dot); it is a number to YAML 1.2, DVC and users."""
+    path = tmp_path / "params.yaml"
+    path.write_text("train:\n  weight_decay: 5e-4\n  lr: 1E+0\n")
+    cfg = load_config(path)
+    assert cfg.train.weight_decay == 0.0005 and cfg.train.lr == 1.0
+    with pytest.raises(ConfigError, match="train.lr = 'fast' has the wrong type"):
+        parse_config({"train": {"lr": "fast"}})
+    with pytest.raises(ConfigError, match="train.optimizer = 0.0005 has the wrong type; expected a string"):
+        parse_config({"train": {"optimizer": 5e-4}})
