@@ -61,12 +61,12 @@ def metrics_table(ev: dict[str, Any], knn_k: list[int]) -> tuple[list[str], list
     return header, rows
 
 
-def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
     if not isinstance(d, dict):
         return {prefix.rstrip("."): d}
     out: dict[str, Any] = {}
     for k, v in d.items():
-        out.update(_flatten(v, f"{prefix}{k}."))
+        out.update(flatten(v, f"{prefix}{k}."))
     return out
 
 
@@ -77,7 +77,7 @@ def params_diff(params: dict[str, Any], defaults: dict[str, Any]) -> list[tuple[
     the run); keys absent from ``params`` take their default and are not listed.
     """
     method = params.get("method", defaults.get("method"))
-    flat, base = _flatten(params), _flatten(defaults)
+    flat, base = flatten(params), flatten(defaults)
     out = []
     for key, value in flat.items():
         if key.startswith("methods.") and not key.startswith(f"methods.{method}."):

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from jem.report.build import flatten
+
 DEFAULT_METRICS = ("knn.top1", "linear.top1", "semi_1pct.top1", "semi_10pct.top1")
 EXTRA_COLUMNS = ("pixels.linear.top1", "collapse.collapsed", "wall_s")
 MAX_PARAM_COLUMNS = 8
@@ -26,15 +28,6 @@ class Run:
     rev: str
     params: dict[str, Any]
     metrics: dict[str, Any]
-
-
-def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(d, dict):
-        return {prefix.rstrip("."): d}
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        out.update(_flatten(v, f"{prefix}{k}."))
-    return out
 
 
 def exp_show(repo: Path, all_commits: bool = False) -> list[dict[str, Any]]:
@@ -55,12 +48,12 @@ def _run(entry: dict[str, Any], fallback: str) -> Run | None:
     data = entry.get("data") or {}
     metrics: dict[str, Any] = {}
     for file in (data.get("metrics") or {}).values():
-        metrics.update(_flatten((file or {}).get("data") or {}))
+        metrics.update(flatten((file or {}).get("data") or {}))
     if not metrics:
         return None
     params: dict[str, Any] = {}
     for file in (data.get("params") or {}).values():
-        params.update(_flatten((file or {}).get("data") or {}))
+        params.update(flatten((file or {}).get("data") or {}))
     rev = str(entry.get("rev") or data.get("rev") or "")
     name = entry.get("name") or (rev[:7] if rev and rev != "workspace" else fallback)
     return Run(str(name), rev, params, metrics)

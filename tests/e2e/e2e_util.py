@@ -1,6 +1,7 @@
 """Helpers for the end-to-end tests: run commands with the venv on PATH, copy the repo."""
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -37,3 +38,19 @@ def _tracked_files() -> list[str]:
     skip = {".venv", "data", "models", "metrics", "reports", "dvclive", ".jem", ".pytest_cache"}
     return [str(p.relative_to(ROOT)) for p in ROOT.rglob("*") if p.is_file()
             and not (set(p.relative_to(ROOT).parts) & skip) and "__pycache__" not in p.parts]
+
+
+TOP_SKIP = {".git", ".venv", "data", "models", "metrics", "reports", "dvclive", ".jem", ".pytest_cache",
+            ".mypy_cache", ".ruff_cache"}
+
+
+def copy_repo(dst: Path) -> None:
+    """The project's source files (no git call: outputs, caches and run folders are left out)."""
+    for path in ROOT.rglob("*"):
+        rel = path.relative_to(ROOT)
+        if (not path.is_file() or rel.parts[0] in TOP_SKIP or rel.parts[0].endswith(".egg-info")
+                or "__pycache__" in rel.parts or rel.parts[:2] in ((".dvc", "cache"), (".dvc", "tmp"))
+                or (rel.parts[0] == "pipelines" and "results" in rel.parts)):
+            continue
+        (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, dst / rel)

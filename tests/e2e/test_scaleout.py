@@ -13,7 +13,6 @@
 import csv
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from e2e_util import copy_repo
 
 from jem.config import defaults_dict, parse_config
 from jem.engine.run import pretrain
@@ -126,20 +126,6 @@ def _sh(args, cwd):
     return proc
 
 
-TOP_SKIP = {".git", ".venv", "data", "models", "metrics", "reports", "dvclive", ".jem", ".pytest_cache",
-            ".mypy_cache", ".ruff_cache"}
-
-
-def copy_repo(dst: Path) -> None:
-    """The project's source files (no git call: outputs, caches and run folders are left out)."""
-    for path in ROOT.rglob("*"):
-        rel = path.relative_to(ROOT)
-        if (not path.is_file() or rel.parts[0] in TOP_SKIP or rel.parts[0].endswith(".egg-info")
-                or "__pycache__" in rel.parts or rel.parts[:2] in ((".dvc", "cache"), (".dvc", "tmp"))
-                or (rel.parts[0] == "pipelines" and "results" in rel.parts)):
-            continue
-        (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(path, dst / rel)
 
 
 def _kill_group(pgid: int) -> None:

@@ -7,18 +7,16 @@ bigger search space is measured by hand (see docs/cluster.md)."""
 import csv
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from e2e_util import copy_repo
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.e2e
-TOP_SKIP = {".git", ".venv", "data", "models", "metrics", "reports", "dvclive", ".jem", ".pytest_cache",
-            ".mypy_cache", ".ruff_cache"}
 SMALL_SWEEP = {"sweep": {
     "num_samples": 2,
     "asha": {"grace_period": 1, "reduction_factor": 2},
@@ -46,14 +44,7 @@ def _sh(args, cwd, check=True):
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
     dst = tmp_path_factory.mktemp("jem-sweep")
-    for path in ROOT.rglob("*"):
-        rel = path.relative_to(ROOT)
-        if (not path.is_file() or rel.parts[0] in TOP_SKIP or rel.parts[0].endswith(".egg-info")
-                or "__pycache__" in rel.parts or rel.parts[:2] in ((".dvc", "cache"), (".dvc", "tmp"))
-                or (rel.parts[0] == "pipelines" and "results" in rel.parts)):
-            continue
-        (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(path, dst / rel)
+    copy_repo(dst)
     params = yaml.safe_load((dst / "params.yaml").read_text())
     params["ray"].update(num_cpus=2, log_to_driver=False)
     (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
