@@ -42,6 +42,31 @@ def test_lars_matches_slow_reference_over_steps():
         torch.testing.assert_close(pb.data, rb, atol=1e-12, rtol=0)
 
 
+def test_lars_many_tensors_zero_grads_and_missing_grads_match_slow_reference():
+    """Several tensors per group (the multi-tensor path), one with an all-zero gradient (trust ratio
+    1), one whose gradient is missing on the second step (skipped, its momentum buffer kept)."""
+    torch.manual_seed(1)
+    shapes = [(5, 3), (2, 2, 3, 3), (7, 1)]
+    init = [torch.randn(s, dtype=torch.float64) for s in shapes]
+    params = [torch.nn.Parameter(w.clone()) for w in init]
+    opt = LARS([{"params": params}], lr=0.3, momentum=0.8, weight_decay=0.0, eta=0.02)
+    ref = [(w.clone(), None) for w in init]
+    for step in range(3):
+        grads = [torch.randn_like(w) for w in init]
+        grads[1] = torch.zeros_like(init[1])  # d = g + 0 * w = 0: no adaptation
+        for i, (p, g) in enumerate(zip(params, grads)):
+            p.grad = None if (step == 1 and i == 2) else g.clone()
+        opt.step()
+        for i, p in enumerate(params):
+            if step == 1 and i == 2:
+                torch.testing.assert_close(p.data, ref[i][0], atol=0, rtol=0)  # untouched
+                continue
+            (rw, rb), = _slow_lars([ref[i][0]], [grads[i]], [ref[i][1]], 0.3, 0.8, 0.0, 0.02, [True])
+            ref[i] = (rw, rb)
+            torch.testing.assert_close(p.data, rw, atol=1e-12, rtol=0)
+            torch.testing.assert_close(opt.state[p]["momentum_buffer"], rb, atol=1e-12, rtol=0)
+
+
 def test_biases_and_norms_are_excluded_from_decay():
     model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
     for name in ("sgd", "adamw", "lars"):
