@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.common import DATASETS, jem_batches, load_data, machine, method_config, parse_sets, views_needed
+from benchmarks.common import DATASETS, jem_batches, load_data, machine, merge, method_config, parse_sets, views_needed
 from benchmarks.reference import reference_loader
 from benchmarks.run import REFERENCE, Runner, reference_stream
 from jem.augment.cache import ViewCache, build_view_cache
@@ -82,7 +82,8 @@ def pretrain_and_score(kind: str, cfg: Config, data: Any, epochs: int, device: t
     feats_train = extract_features(backbone, data.train_x, data.mean, data.std, device=device)
     feats_test = extract_features(backbone, data.test_x, data.mean, data.std, device=device)
     top1 = knn_top1(feats_train, data.train_y, feats_test, data.test_y, cfg, data.num_classes)
-    return {"knn_top1": top1, "train_s": train_s, "steps": total, "views_per_s": total * batch * (ng + nl) / train_s}
+    return {"knn_top1": top1, "train_s": train_s, "steps": total, "views_per_s": total * batch * (ng + nl) / train_s,
+            "bf16": amp, "channels_last": channels_last}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -96,7 +97,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--loader-workers", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="params override for every pipeline (as dvc exp run -S); repeatable")
+    ap.add_argument("--jem-set", dest="jem_sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="params override for the jem pipelines only, e.g. train.precision=bf16 (the reference keeps "
+                         "--set); repeatable")
     ap.add_argument("--out", type=Path, default=None, help="output stem (default benchmarks/results/parity-<dataset>)")
     args = ap.parse_args(argv)
     configure_threads(args.threads)
@@ -106,6 +111,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit(f"unknown pipeline(s) {sorted(bad)}; choose from {', '.join(PIPELINES)}")
     seeds = [int(s) for s in args.seeds.split(",") if s]
     raw = parse_sets(args.sets)
+    raw_jem = merge(raw, parse_sets(args.jem_sets))
     out = args.out or Path("benchmarks/results") / f"parity-{args.dataset}"
     out.parent.mkdir(parents=True, exist_ok=True)
     k_views = max(int(raw.get("augment", {}).get("views_per_image", 4) or 4), views_needed(raw, args.method))
@@ -119,21 +125,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "settings": {"dataset": args.dataset, "n_pretrain": len(data.train_x), "n_test": len(data.test_x),
                      "method": args.method, "epochs": args.epochs, "seeds": seeds, "pipelines": kinds,
                      "views_per_image": k_views, "knn_k": base.eval.knn_k[0], "sets": args.sets,
+                     "jem_sets": args.jem_sets,
                      "model": to_dict(base.model), "train": to_dict(base.train), "augment": to_dict(base.augment)},
         "raw_pixels_knn_top1": floor, "runs": []}
     print(f"parity: {args.method} on {args.dataset} ({len(data.train_x)} pretraining images), {args.epochs} epochs, "
           f"seeds {seeds}; raw-pixel kNN top-1 {floor:.4f}", flush=True)
     for seed in seeds:
         cfg = method_config({**raw, "seed": seed}, args.method, k_views)
+        cfg_jem = method_config({**raw_jem, "seed": seed}, args.method, k_views)
         with tempfile.TemporaryDirectory(prefix="jem-parity-") as tmp:
             cache_dir = None
             if "jem-cache" in kinds:
                 t0 = time.perf_counter()
-                build_view_cache(data.train_x, cfg.augment, Path(tmp), seed, progress=False)
+                build_view_cache(data.train_x, cfg_jem.augment, Path(tmp), seed, progress=False)
                 print(f"  seed {seed}: view cache built in {time.perf_counter() - t0:.0f} s", flush=True)
                 cache_dir = Path(tmp)
             for kind in kinds:
-                run = pretrain_and_score(kind, cfg, data, args.epochs, device, args.loader_workers, cache_dir)
+                run_cfg = cfg if kind == REFERENCE else cfg_jem
+                run = pretrain_and_score(kind, run_cfg, data, args.epochs, device, args.loader_workers, cache_dir)
                 run.update(seed=seed, pipeline=kind)
                 result["runs"].append(run)
                 out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")  # progress so far
@@ -150,7 +159,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result["machine"]["loadavg_end"] = list(os.getloadavg())
     lines = [f"{args.method} on {args.dataset}: {len(data.train_x)} pretraining images, {args.epochs} epochs "
              f"(batch {base.train.batch_size}), seeds {seeds}; kNN k={base.eval.knn_k[0]} on {len(data.test_x)} test "
-             f"images; raw pixels {100 * floor:.2f}", "",
+             f"images; raw pixels {100 * floor:.2f}"
+             + (f"; jem overrides {' '.join(args.jem_sets)}" if args.jem_sets else "")
+             + (f"; overrides {' '.join(args.sets)}" if args.sets else ""), "",
              "| pipeline | kNN top-1 (mean) | per seed | vs reference (points) |", "|---|---:|---|---:|"]
     for kind, s in summary.items():
         per = ", ".join(f"{100 * v:.2f}" for v in s["per_seed"])

@@ -67,9 +67,12 @@ def test_parity_command_trains_every_pipeline_and_scores_knn(tmp_path: Path) -> 
     try:
         result = parity.main(["--dataset", "digits", "--max-train", "160", "--epochs", "1", "--threads", "1",
                               "--loader-workers", "1", "--set", "train.batch_size=32", "--set", "model.width=4",
-                              "--set", "model.projector=[16,16]", "--out", str(out)])
+                              "--set", "model.projector=[16,16]", "--jem-set", "train.precision=bf16",
+                              "--out", str(out)])
     finally:
         torch.set_num_threads(threads)
+    # --jem-set reaches the jem pipelines only: the reference trains as --set says (fp32 on CPU)
+    assert [r["bf16"] for r in result["runs"]] == [True, True, False]
     assert json.loads(out.with_suffix(".json").read_text())["summary"] == result["summary"]
     assert [r["pipeline"] for r in result["runs"]] == ["jem-cache", "jem-device", "reference"]
     assert all(r["steps"] == 5 and 0.0 < r["knn_top1"] <= 1.0 for r in result["runs"])
