@@ -187,7 +187,7 @@ class Data2VecParams:
     ema_decay: float = knob(0.99, lo=0.0, hi=1.0)  # teacher EMA at step 0; paper 0.999 (375k steps)
     ema_end_decay: float = knob(0.999, lo=0.0, hi=1.0)  # ... annealed linearly to this; paper 0.9998
     norm_average: bool = knob(False)  # also layer-normalise the averaged target (reference vision config)
-    target_norm: str = knob("layer", choices=("layer", "instance"))  # per-block norm: paper vision layer; speech/2.0 instance
+    target_norm: str = knob("layer", choices=("layer", "instance"))  # per-block norm: vision layer, speech/2.0 instance
     optimizer: str = knob("adamw", choices=OPTIMIZERS)  # replaces train.optimizer; paper Adam (ViT)
     lr: float = knob(0.001, gt=0.0, hi=100.0)  # replaces train.lr (the usual ViT AdamW lr at batch 256)
     weight_decay: float = knob(0.05, lo=0.0, hi=1.0)  # replaces train.weight_decay (ViT AdamW: 0.05)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -255,3 +256,19 @@ def test_speed_settings_default_off_on_cpu_and_on_for_gpus() -> None:
     assert speed_settings(forced, cpu) == (True, True)
     off = parse_config({"train": {"precision": "fp32", "memory_format": "contiguous"}}).train
     assert speed_settings(off, gpu) == (False, False)
+
+
+def test_bf16_on_a_cpu_without_native_bf16_warns(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Emulated bf16 autocast is ~10x slower than fp32 (measured on an AVX2-only EPYC: 14 s vs 1.2 s
+    per VICReg step at 28 px), so forcing it there is worth one clear line."""
+    from jem.engine import loop
+
+    forced = parse_config({"train": {"precision": "bf16"}}).train
+    monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: False)
+    with pytest.warns(RuntimeWarning, match="without native bf16"):
+        assert loop.speed_settings(forced, torch.device("cpu")) == (True, False)
+    monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert loop.speed_settings(forced, torch.device("cpu")) == (True, False)
+        assert loop.speed_settings(forced, torch.device("cuda", 0)) == (True, True)  # GPUs never warn
