@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from jem.config import Config, parse_config
-from jem.engine.loop import epoch_shards
+from jem.engine.loop import cpu_has_native_bf16, epoch_shards
 from jem.engine.sources import CachedViews, DeviceAugment
 from jem.prepare import channel_stats
 
@@ -115,7 +115,9 @@ def cpu_model() -> str:
 
 
 def machine(device: torch.device) -> dict[str, Any]:
-    info: dict[str, Any] = {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "platform": platform.platform(),
+    info: dict[str, Any] = {"cpu": cpu_model(), "cpu_count": os.cpu_count(),
+                            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                            "cpu_native_bf16": cpu_has_native_bf16(), "platform": platform.platform(),
                             "python": platform.python_version(), "torch": torch.__version__,
                             "loadavg_start": list(os.getloadavg()),
                             "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS")

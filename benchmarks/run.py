@@ -296,7 +296,9 @@ def markdown(result: dict[str, Any]) -> str:
     s, m = result["settings"], result["machine"]
     gpu = "gpu" in m
     lines = [f"{s['dataset']} ({s['n_images']} images, {s['image_size']} px, {s['channels']} ch), {s['backbone']}, "
-             f"batch {s['batch_size']}, device {s['device']} ({m.get('gpu', m['cpu'])}, {m['cpu_count']} CPUs); "
+             f"batch {s['batch_size']}, device {s['device']} ({m.get('gpu', m['cpu'])}, {m['cpu_count']} CPUs"
+             + (f", {m['cpu_capability']}{', native bf16' if m.get('cpu_native_bf16') else ''}"
+                if "cpu_capability" in m else "") + "); "
              f"median of {s['repeats']} interleaved rounds of {s['steps']} steps; reference loader workers "
              f"{s['loader_workers']}, torch threads {s['threads']}; bf16 autocast jem {s['jem_bf16']} / reference "
              f"{s['reference_bf16']}, channels_last jem {s['jem_channels_last']} / reference "
