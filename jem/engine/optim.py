@@ -41,15 +41,14 @@ class LARS(torch.optim.Optimizer):
                 torch._foreach_mul_(d, list(trust.to(d[0].dtype).unbind()))
             else:
                 d = grads
-            old = [i for i, p in enumerate(params) if "momentum_buffer" in self.state[p]]
-            if old:
-                bufs = [self.state[params[i]]["momentum_buffer"] for i in old]
-                torch._foreach_mul_(bufs, group["momentum"])
-                torch._foreach_add_(bufs, [d[i] for i in old])
-            for p, di in zip(params, d):
-                if "momentum_buffer" not in self.state[p]:  # first step: the buffer starts at d
-                    self.state[p]["momentum_buffer"] = torch.clone(di).detach()
-            torch._foreach_add_(params, [self.state[p]["momentum_buffer"] for p in params], alpha=-group["lr"])
+            # a fresh buffer starts at zero, so its first update leaves exactly d in it
+            for p in params:
+                if "momentum_buffer" not in self.state[p]:
+                    self.state[p]["momentum_buffer"] = torch.zeros_like(p)
+            bufs = [self.state[p]["momentum_buffer"] for p in params]
+            torch._foreach_mul_(bufs, group["momentum"])
+            torch._foreach_add_(bufs, d)
+            torch._foreach_add_(params, bufs, alpha=-group["lr"])
         return None
 
 
