@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from requirements_util import require_or_skip
 from sklearn.datasets import load_digits
 
 from jem.data import DEFAULT_ROOTS, DataError, Dataset, check_dataset, load_dataset
@@ -139,8 +140,9 @@ def test_check_digits_needs_nothing() -> None:
 REAL_FASHION = Path(DEFAULT_ROOTS["fashion-mnist"]) / "train-images-idx3-ubyte.gz"
 
 
-@pytest.mark.skipif(not REAL_FASHION.exists(), reason="dataset-fashion-mnist is not installed")
 def test_real_fashion_mnist() -> None:
+    require_or_skip(REAL_FASHION.exists(), "dataset-fashion-mnist",
+                    "Debian: `apt-get install -y dataset-fashion-mnist`, or `make datasets` as root")
     check_dataset("fashion-mnist")
     ds = load_dataset("fashion-mnist")
     assert ds.train_x.shape == (60000, 28, 28, 1) and ds.test_x.shape == (10000, 28, 28, 1)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from requirements_util import require_or_skip
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "report"))
 from report_synthetic import make_run  # noqa: E402
@@ -47,11 +48,10 @@ def _sh(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 
 def chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        path = shutil.which(name)
-        if path:
-            return path
-    pytest.skip("headless Chromium not installed (Debian: `apt-get install -y chromium`)")
+    """Path of the browser; without one the test skips, or fails under CI=true."""
+    found = [path for path in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if path]
+    require_or_skip(bool(found), "headless Chromium", "Debian: `apt-get install -y chromium`, or `make datasets` as root")
+    return found[0]
 
 
 def render(html: Path, work: Path, height: int = 3000) -> tuple[dict[str, tuple[int, int]], Path]:
