@@ -1,11 +1,12 @@
 """Shared end-to-end fixture: one copy of the repo in a temp git repo with a tiny budget and one
-real `dvc repro` (real Ray Train), reused by every e2e module in the session."""
+real `dvc repro` (real Ray Train), reused by every e2e module in the session. The copy runs on the
+shipped params.yaml (git's index), not on what `dvc exp run -S ...` left in the working copy."""
 
 import shutil
 
 import pytest
 import yaml
-from e2e_util import ROOT, _sh, _tracked_files
+from e2e_util import ROOT, _sh, _tracked_files, use_shipped_params
 
 
 @pytest.fixture(scope="session")
@@ -14,6 +15,7 @@ def repo(tmp_path_factory):
     for rel in _tracked_files():
         (dst / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / rel, dst / rel)
+    use_shipped_params(dst)  # not whatever an experiment left in the working params.yaml
     params = yaml.safe_load((dst / "params.yaml").read_text())
     text = (dst / "params.yaml").read_text()
     text = text.replace(f"  epochs: {params['train']['epochs']}\n", "  epochs: 3\n")

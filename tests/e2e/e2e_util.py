@@ -1,10 +1,16 @@
-"""Helpers for the end-to-end tests: run commands with the venv on PATH, copy the repo."""
+"""Helpers for the end-to-end tests: run commands with the venv on PATH, copy the repo.
+
+A copy always gets the shipped params.yaml (git's index, else HEAD), never the one a
+`dvc exp run -S ...` left in the working copy: see tests/shipped_params.py.
+"""
 
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+from shipped_params import shipped_params_text
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -44,8 +50,14 @@ TOP_SKIP = {".git", ".venv", "data", "models", "metrics", "reports", "dvclive", 
             ".mypy_cache", ".ruff_cache"}
 
 
+def use_shipped_params(dst: Path) -> None:
+    """Overwrite ``dst``/params.yaml (a copy of the repo) with the shipped params.yaml."""
+    (dst / "params.yaml").write_text(shipped_params_text())
+
+
 def copy_repo(dst: Path) -> None:
-    """The project's source files (no git call: outputs, caches and run folders are left out)."""
+    """The project's source files (outputs, caches and run folders are left out), with the shipped
+    params.yaml rather than the working one."""
     for path in ROOT.rglob("*"):
         rel = path.relative_to(ROOT)
         if (not path.is_file() or rel.parts[0] in TOP_SKIP or rel.parts[0].endswith(".egg-info")
@@ -54,3 +66,4 @@ def copy_repo(dst: Path) -> None:
             continue
         (dst / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(path, dst / rel)
+    use_shipped_params(dst)

@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 import yaml
-from e2e_util import ROOT, _sh, _tracked_files
+from e2e_util import ROOT, _sh, _tracked_files, use_shipped_params
 
 pytestmark = pytest.mark.e2e
 
@@ -18,6 +18,7 @@ def test_vicreg_without_variance_and_covariance_is_flagged_collapsed(tmp_path):
     for rel in _tracked_files():
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / rel, tmp_path / rel)
+    use_shipped_params(tmp_path)
     params = yaml.safe_load((tmp_path / "params.yaml").read_text())
     assert params["method"] == "vicreg"
     params["methods"]["vicreg"].update(var_weight=0.0, cov_weight=0.0)  # invariance only

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from shipped_params import shipped_params_text
 
 from jem.config import ConfigError, RayConfig, defaults_dict, parse_config
 from jem.engine.leaderboard import best_params
@@ -96,7 +97,7 @@ def _fake_data(tmp_path):
 @pytest.mark.parametrize("via", ["param", "env"])
 def test_pretrain_stage_unreachable_cluster_exits_nonzero_with_one_line(tmp_path, via):
     _fake_data(tmp_path)
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = yaml.safe_load(shipped_params_text())
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     if via == "param":
         params["ray"]["address"] = "127.0.0.1:1"
@@ -156,7 +157,7 @@ def test_parse_sweep_rejects_bad_input_with_one_line(bad, message):
 
 def test_shipped_sweep_params_are_valid():
     raw = yaml.safe_load((ROOT / "pipelines" / "sweep" / "params.yaml").read_text())
-    scfg, base, dims = parse_sweep(raw["sweep"], yaml.safe_load((ROOT / "params.yaml").read_text()))
+    scfg, base, dims = parse_sweep(raw["sweep"], yaml.safe_load(shipped_params_text()))
     assert count_trials(scfg, dims) >= 4
 
 
