@@ -40,7 +40,8 @@ class DataConfig:
     root: str = knob("")  # "" -> the dataset's default location (see jem.data)
     image_size: int = knob(0, lo=0, hi=512)  # 0 -> native size (imagefolder: 32)
     test_fraction: float = knob(0.25, gt=0.0, hi=0.9)  # for sets without an official split
-    max_train: int = knob(0, lo=0)  # 0 -> all; else a stratified subsample
+    val_fraction: float = knob(0.1, gt=0.0, hi=0.5)  # stratified validation part of the training split
+    max_train: int = knob(0, lo=0)  # 0 -> all; else a stratified subsample (taken after the validation split)
     max_test: int = knob(0, lo=0)
     use_unlabelled: bool = knob(False)  # stl10: pretrain on the 100k unlabelled split
 

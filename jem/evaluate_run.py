@@ -106,6 +106,7 @@ def evaluate(prepared: Path, encoder_dir: Path, ecfg: EvalConfig, seed: int, pro
     stats = json.loads((prepared / "stats.json").read_text())
     mean, std, n_cls = stats["mean"], stats["std"], int(stats["num_classes"])
     tx, ty = np.load(prepared / "train_x.npy"), np.load(prepared / "train_y.npy")
+    # the test split: read here and nowhere else (selection uses the validation split, never this)
     vx, vy = np.load(prepared / "test_x.npy"), np.load(prepared / "test_y.npy")
     encoder = load_encoder(encoder_dir)
     arch = json.loads((encoder_dir / "encoder.json").read_text())["arch"]
@@ -198,7 +199,8 @@ def _write_artefacts(out: Path, prepared: Path, views: Path | None, augment: Aug
         if sample:
             np.savez(tmp / "views.npz", **cast(Any, sample))
         meta = {"dataset": stats.get("dataset"), "classes": [str(c) for c in stats["classes"]],
-                "n_test": int(len(vy)), "n_tsne": int(len(idx)), "image_size": int(vx.shape[1]),
+                "n_train": int(len(ty)), "n_val": stats.get("n_val"), "n_test": int(len(vy)),
+                "n_tsne": int(len(idx)), "image_size": int(vx.shape[1]),
                 "channels": int(vx.shape[3]), "views_source": str(sample.get("source", "none")),
                 "files": sorted(p.name for p in tmp.iterdir())}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")

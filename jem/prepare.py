@@ -23,6 +23,23 @@ def stratified_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndar
     return np.sort(np.concatenate(picked)).astype(np.int64)
 
 
+def validation_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted (train, val) indices that partition ``labels``: a seeded, stratified ``fraction`` of
+    each class goes to validation (``round(fraction * n_c)``, at least one where the class has two
+    or more members, never its last member, so every class keeps a training image)."""
+    rng = np.random.default_rng([seed, 0x7A1])  # its own stream: independent of the labelled subsets
+    val = []
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        k = min(len(members) - 1, max(1, int(round(fraction * len(members)))))
+        if k > 0:
+            val.append(rng.choice(members, size=k, replace=False))
+    val_idx = np.sort(np.concatenate(val)).astype(np.int64) if val else np.zeros(0, np.int64)
+    train_mask = np.ones(len(labels), dtype=bool)
+    train_mask[val_idx] = False
+    return np.flatnonzero(train_mask).astype(np.int64), val_idx
+
+
 def channel_stats(images: np.ndarray, chunk: int = 8192) -> tuple[list[float], list[float]]:
     """Per-channel mean and std of uint8 (N, H, W, C) images scaled to [0, 1] (float64 sums)."""
     c = images.shape[-1]
@@ -38,12 +55,23 @@ def channel_stats(images: np.ndarray, chunk: int = 8192) -> tuple[list[float], l
 
 
 def prepare(cfg: Config, out: Path) -> dict[str, Any]:
-    """Load ``cfg.dataset``, apply ``data.max_*`` subsampling, write arrays + subsets + stats."""
+    """Load ``cfg.dataset``, carve the validation split out of its training split, apply
+    ``data.max_*`` subsampling, write arrays + subsets + stats.
+
+    Three disjoint splits: ``train_*`` (pretraining images when there is no unlabelled set, the
+    kNN bank and the linear probe's training set), ``val_*`` (``data.val_fraction`` of the official
+    training split, seeded and stratified: the online monitor, sweeps and anything that selects)
+    and ``test_*`` (read by the evaluate stage only). The validation split is carved before
+    ``data.max_train`` subsamples what is left, so it does not shrink a subsampled budget and is the
+    same for every ``max_train``."""
     from jem.data import load_dataset
 
     d = cfg.data
     ds = load_dataset(cfg.dataset, d.root, d.image_size, d.test_fraction, cfg.seed, d.use_unlabelled)
     train_x, train_y, test_x, test_y = ds.train_x, ds.train_y, ds.test_x, ds.test_y
+    keep, val = validation_split(train_y, d.val_fraction, cfg.seed)
+    val_x, val_y = train_x[val], train_y[val]
+    train_x, train_y = train_x[keep], train_y[keep]
     if d.max_train and d.max_train < len(train_y):
         keep = stratified_subset(train_y, d.max_train / len(train_y), cfg.seed)
         train_x, train_y = train_x[keep], train_y[keep]
@@ -51,7 +79,8 @@ def prepare(cfg: Config, out: Path) -> dict[str, Any]:
         keep = stratified_subset(test_y, d.max_test / len(test_y), cfg.seed + 1)
         test_x, test_y = test_x[keep], test_y[keep]
     pretrain_x = ds.unlabelled_x if (d.use_unlabelled and ds.unlabelled_x is not None) else train_x
-    for name, arr in (("train_x", train_x), ("train_y", train_y), ("test_x", test_x), ("test_y", test_y),
+    for name, arr in (("train_x", train_x), ("train_y", train_y), ("val_x", val_x), ("val_y", val_y),
+                      ("test_x", test_x), ("test_y", test_y),
                       ("subset_1pct", stratified_subset(train_y, 0.01, cfg.seed)),
                       ("subset_10pct", stratified_subset(train_y, 0.10, cfg.seed))):
         np.save(out / f"{name}.npy", np.ascontiguousarray(arr))
@@ -60,6 +89,6 @@ def prepare(cfg: Config, out: Path) -> dict[str, Any]:
     mean, std = channel_stats(pretrain_x)
     stats = {"dataset": cfg.dataset, "classes": list(ds.classes), "num_classes": len(ds.classes),
              "image_size": int(train_x.shape[1]), "channels": int(train_x.shape[3]), "mean": mean, "std": std,
-             "n_train": len(train_y), "n_test": len(test_y), "n_pretrain": len(pretrain_x)}
+             "n_train": len(train_y), "n_val": len(val_y), "n_test": len(test_y), "n_pretrain": len(pretrain_x)}
     write_json(out / "stats.json", stats)
     return stats

@@ -1,4 +1,4 @@
-"""Stage `prepare`: dataset -> train/test arrays, fixed stratified 1%/10% labelled subsets, stats."""
+"""Stage `prepare`: dataset -> train/validation/test arrays, fixed stratified 1%/10% labelled subsets, stats."""
 
 import argparse
 from pathlib import Path
@@ -20,7 +20,8 @@ def main() -> None:
     check_dataset(cfg.dataset, cfg.data.root)
     with atomic_dir(args.out) as tmp:
         stats = prepare(cfg, tmp)
-    print(f"prepared {cfg.dataset}: {stats['n_train']} train / {stats['n_test']} test images of "
+    print(f"prepared {cfg.dataset}: {stats['n_train']} train / {stats['n_val']} validation / "
+          f"{stats['n_test']} test images of "
           f"{stats['image_size']}x{stats['image_size']}x{stats['channels']}, {stats['num_classes']} classes")
 
 

@@ -24,7 +24,8 @@ def main() -> None:
     args = ap.parse_args()
     cfg = load_config(args.params)
     raw = yaml.safe_load(Path(args.params).read_text())
-    for p in (args.prepared / "stats.json", args.views / "meta.json"):
+    # the validation split feeds the online monitor; the test split is never read here
+    for p in (args.prepared / "stats.json", args.prepared / "val_x.npy", args.views / "meta.json"):
         if not p.exists():
             raise FileNotFoundError(f"{p} not found: run the prepare and augment stages first")
     from jem.engine.run import pretrain, resolve_storage

@@ -83,7 +83,7 @@ def write_results(rows: list[dict[str, Any]], dims: list[Dim], scfg: SweepConfig
     _atomic(out / "best_params.yaml", lambda f: f.write(header + (yaml.safe_dump(params, sort_keys=True)
                                                                    if params else "")))
     _atomic(out / "leaderboard.md", lambda f: f.write(_markdown(rows, cols, summary, best_params_path)))
-    _atomic(out / "curves.csv", lambda f: _csv(f, csv, ["trial", "method", "epoch", "knn_top1", "loss"],
+    _atomic(out / "curves.csv", lambda f: _csv(f, csv, ["trial", "method", "epoch", "val_knn_top1", "loss"],
                                                [{"trial": r["trial"], "method": r["method"], **h}
                                                 for r in rows for h in r["history"]]))
     _plot_curves(rows, scfg.metric, out / "curves.png")

@@ -185,8 +185,8 @@ def _log_epoch(live: Any, row: dict[str, float]) -> None:
     live.step = int(row["epoch"])
     for key in ("loss", "lr", "views_per_s"):
         live.log_metric(f"train/{key}", row[key])
-    if "knn_top1" in row:
-        live.log_metric("monitor/knn_top1", row["knn_top1"])
+    if "val_knn_top1" in row:
+        live.log_metric("monitor/val_knn_top1", row["val_knn_top1"])
     live.make_summary()
 
 
@@ -276,7 +276,7 @@ def train_worker(config: dict[str, Any]) -> dict[str, Any] | None:
         row = {"epoch": epoch, "loss": mean_loss, "lr": optimizer.param_groups[0]["lr"],
                "views_per_s": steps_per_epoch * batch * world * n_views / elapsed, "epoch_s": elapsed}
         if monitor is not None and ((epoch + 1) % every == 0 or epoch == tcfg.epochs - 1):
-            row["knn_top1"] = monitor(method.backbone, device)
+            row["val_knn_top1"] = monitor(method.backbone, device)
         history.append(row)
         if live is not None:
             _log_epoch(live, row)

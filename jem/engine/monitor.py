@@ -1,5 +1,9 @@
-"""Online kNN monitor: a cheap kNN top-1 of the current backbone on a fixed held-out subset,
-computed on rank 0 every ``eval.monitor_every`` epochs and logged as ``monitor/knn_top1``."""
+"""Online kNN monitor: a cheap kNN top-1 of the current backbone on the validation split,
+computed on rank 0 every ``eval.monitor_every`` epochs and logged as ``monitor/val_knn_top1``.
+
+It is what sweeps select on (ASHA, the leaderboard, ``best_params``), so it never reads the test
+split: the bank is a fixed sample of the training split, the queries a fixed sample of the
+validation split (``val_x.npy``, carved out of the training split by ``prepare``)."""
 
 from __future__ import annotations
 
@@ -13,14 +17,14 @@ from jem.config import EvalConfig
 
 
 class KNNMonitor:
-    """Bank = up to ``max_bank`` training images, queries = up to ``max_query`` test images (both
-    fixed, stratification-free seeded samples), so successive values are comparable."""
+    """Bank = up to ``max_bank`` training images, queries = up to ``max_query`` validation images
+    (both fixed, stratification-free seeded samples), so successive values are comparable."""
 
     def __init__(self, prepared: Path, ecfg: EvalConfig, mean: list[float], std: list[float], num_classes: int,
                  seed: int, max_bank: int = 5000, max_query: int = 1000) -> None:
         rng = np.random.default_rng(seed + 7)
         tx, ty = np.load(prepared / "train_x.npy", mmap_mode="r"), np.load(prepared / "train_y.npy")
-        vx, vy = np.load(prepared / "test_x.npy", mmap_mode="r"), np.load(prepared / "test_y.npy")
+        vx, vy = np.load(prepared / "val_x.npy", mmap_mode="r"), np.load(prepared / "val_y.npy")
         bi = np.sort(rng.permutation(len(ty))[:max_bank])
         qi = np.sort(rng.permutation(len(vy))[:max_query])
         self.bank_x, self.bank_y = np.asarray(tx[bi]), ty[bi]

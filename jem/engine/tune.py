@@ -19,7 +19,7 @@ method; the leaderboard and the best params leave it out for the others.
 
 Each trial is a Tune function that launches the same TorchTrainer as the pretrain stage
 (:func:`jem.engine.run.make_trainer`) with ``TuneReportCallback``, so every epoch's row, with
-``knn_top1`` from the online kNN monitor, reaches the ASHA scheduler. The trial function itself
+``val_knn_top1`` from the online kNN monitor, reaches the ASHA scheduler. The trial function itself
 asks for no CPU (only 64 MiB of the ``memory`` resource): a trial costs exactly its Train workers,
 so on 2 CPUs two 1-CPU trials run side by side.
 """
@@ -44,7 +44,7 @@ from jem._schema import knob
 from jem.config import ConfigError, _build, parse_config
 
 SAMPLERS = ("grid", "choice", "uniform", "loguniform", "randint")
-METRICS = {"knn_top1": "max", "loss": "min"}
+METRICS = {"val_knn_top1": "max", "loss": "min"}
 TRIAL_DRIVER_RESOURCES: dict[str, float] = {"cpu": 0, "memory": 64 * 1024**2}
 
 
@@ -65,7 +65,7 @@ class ASHAConfig:
 
 @dataclass(frozen=True)
 class SweepConfig:
-    metric: str = knob("knn_top1", choices=tuple(METRICS))  # knn_top1: maximised; loss: minimised
+    metric: str = knob("val_knn_top1", choices=tuple(METRICS))  # val_knn_top1: maximised; loss: minimised
     num_samples: int = knob(1, lo=1, hi=10000)
     max_concurrent_trials: int = knob(0, lo=0)  # 0 = as many as the cluster fits
     seed: int = knob(0, lo=0)  # seeds the random samplers
@@ -261,7 +261,7 @@ def _recorder(n_trials: int, metric: str, base_method: str, echo: bool) -> Any:
             self.config[trial.trial_id] = dict(trial.config)
 
         def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-            self.rows[trial.trial_id].append({k: result.get(k) for k in ("epoch", "loss", "knn_top1", "epoch_s")})
+            self.rows[trial.trial_id].append({k: result.get(k) for k in ("epoch", "loss", "val_knn_top1", "epoch_s")})
 
         def _end(self, trial: Any, status: str) -> None:
             self.status[trial.trial_id] = status

@@ -30,7 +30,8 @@ def main() -> None:
     from jem.engine.tune import parse_sweep
 
     scfg, trial_base, dims = parse_sweep(raw.get("sweep"), yaml.safe_load(args.base.read_text()))
-    for p in (args.prepared / "stats.json", args.views / "meta.json"):
+    # the validation split feeds the online monitor; the test split is never read here
+    for p in (args.prepared / "stats.json", args.prepared / "val_x.npy", args.views / "meta.json"):
         if not p.exists():
             raise FileNotFoundError(f"{p} not found: run the main pipeline's prepare and augment stages first")
     from jem.engine.leaderboard import write_results

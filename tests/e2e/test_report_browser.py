@@ -125,7 +125,7 @@ def test_dvc_plots_show_renders(repo, baseline, tmp_path):
     out = tmp_path / "plots"
     _sh([sys.executable, "-m", "dvc", "plots", "show", "-o", str(out)], repo)
     page = (out / "index.html").read_text()
-    for axis in ('"title": "linear"', '"title": "predicted"', '"title": "x"', '"title": "knn_top1"',
+    for axis in ('"title": "linear"', '"title": "predicted"', '"title": "x"', '"title": "val_knn_top1"',
                  '"title": "loss"'):
         assert axis in page, axis  # per-class bars, confusion, t-SNE scatter, kNN monitor, loss
     images = re.findall(r'<img src="(static/[^"]+\.png)"', page)

@@ -47,6 +47,9 @@ def repo(tmp_path_factory):
     copy_repo(dst)
     params = yaml.safe_load((dst / "params.yaml").read_text())
     params["ray"].update(num_cpus=2, log_to_driver=False)
+    # ASHA compares trials on the validation kNN: digits' default 10% (135 images) gives coarse values
+    # that tie often, and tied trials are never stopped; 30% (about 400 images) separates them
+    params["data"]["val_fraction"] = 0.3
     (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (dst / "pipelines" / "sweep" / "params.yaml").write_text(yaml.safe_dump(SMALL_SWEEP, sort_keys=False))
     for cmd in (["git", "init", "-q"], ["git", "config", "user.name", "t"], ["git", "config", "user.email", "t@t"],
@@ -74,7 +77,7 @@ def test_sweep_pipeline_writes_a_leaderboard_with_early_stopped_trials(repo, swe
     for r in rows:
         budget, epochs = int(r["budget"]), int(r["epochs"])
         assert budget == 3 and (epochs == 3) == (r["status"] == "completed") and 1 <= epochs <= 3
-        assert 0.0 < float(r["knn_top1"]) <= 1.0
+        assert 0.0 < float(r["val_knn_top1"]) <= 1.0
         assert (r["methods.simclr.temperature"] == "") == (r["method"] == "vicreg")  # only where it applies
     assert sorted(r["method"] for r in rows) == ["simclr", "simclr", "vicreg", "vicreg"]
     with open(results / "curves.csv") as f:
@@ -126,3 +129,39 @@ def test_bad_sweep_params_fail_before_compute_with_one_line(repo, swept):
     out = proc.stdout + proc.stderr
     assert "error: sweep.space.train.epoch: train.epoch is not a key of params.yaml" in out
     assert "Traceback" not in out
+
+
+def test_pretrain_and_sweep_never_open_the_test_split(repo, swept, tmp_path):
+    """With the test arrays moved away after `prepare`, the pretrain stage and the sweep still run:
+    the online monitor, ASHA, the leaderboard and best_params read the validation split only."""
+    prepared = repo / "data" / "prepared"
+    assert (prepared / "val_x.npy").exists() and (prepared / "val_y.npy").exists()
+    hidden = {name: tmp_path / name for name in ("test_x.npy", "test_y.npy")}
+    for name, dst in hidden.items():
+        (prepared / name).rename(dst)
+    tiny = {"sweep": {**SMALL_SWEEP["sweep"], "num_samples": 1,
+                      "overrides": {"train": {"epochs": 1, "checkpoint_every": 1, "warmup_epochs": 0},
+                                    "eval": {"monitor_every": 1}},
+                      "space": {"method": {"grid": ["vicreg"]}}}}
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(tiny))
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["train"].update(epochs=1, warmup_epochs=0)
+    params["eval"]["monitor_every"] = 1
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    try:
+        pre = _sh([sys.executable, str(repo / "stages" / "pretrain.py"), "--params", str(tmp_path / "params.yaml"),
+                   "--prepared", str(prepared), "--views", str(repo / "data" / "views"), "--out",
+                   str(tmp_path / "encoder"), "--metrics", str(tmp_path / "pretrain.json"), "--live",
+                   str(tmp_path / "live")], repo)
+        sweep = _sh([sys.executable, "sweep.py", "--params", str(tmp_path / "sweep.yaml"), "--base",
+                     str(tmp_path / "params.yaml"), "--prepared", str(prepared), "--views",
+                     str(repo / "data" / "views"), "--out", str(tmp_path / "results")], repo / "pipelines" / "sweep")
+    finally:
+        for name, src in hidden.items():
+            src.rename(prepared / name)
+    assert "Traceback" not in pre.stderr + sweep.stderr
+    assert (tmp_path / "encoder" / "encoder.safetensors").exists()
+    # the monitor ran (on validation images) and DVCLive logged it under its validation name
+    assert (tmp_path / "live" / "plots" / "metrics" / "monitor" / "val_knn_top1.tsv").exists()
+    best = json.loads((tmp_path / "results" / "best.json").read_text())
+    assert best["metric"] == "val_knn_top1" and 0.0 < best["best"]["val_knn_top1"] <= 1.0

@@ -90,6 +90,7 @@ def test_malformed_address_is_a_clear_error():
 def _fake_data(tmp_path):
     (tmp_path / "prepared").mkdir()
     (tmp_path / "prepared" / "stats.json").write_text("{}")
+    (tmp_path / "prepared" / "val_x.npy").write_bytes(b"")
     (tmp_path / "views").mkdir()
     (tmp_path / "views" / "meta.json").write_text("{}")
 
@@ -192,7 +193,7 @@ def test_leaderboard_marks_early_stopped_trials_and_ranks_full_budget_first():
     scfg, base, dims = parse_sweep(_sweep(), defaults_dict())  # budget: 4 epochs
 
     def hist(*knn):
-        return [{"epoch": i, "loss": 1.0 - i / 10, "knn_top1": k, "epoch_s": 1.0} for i, k in enumerate(knn)]
+        return [{"epoch": i, "loss": 1.0 - i / 10, "val_knn_top1": k, "epoch_s": 1.0} for i, k in enumerate(knn)]
 
     config = {"method": "simclr", "train.lr": 0.3, "methods.simclr.temperature": 0.1, "train.batch_size": 128}
     rec = SimpleNamespace(
@@ -203,9 +204,9 @@ def test_leaderboard_marks_early_stopped_trials_and_ranks_full_budget_first():
     rows = leaderboard(rec, base, dims, scfg)
     assert [(r["trial"], r["status"], r["rank"]) for r in rows] == [
         ("c", "completed", 1), ("a", "completed", 2), ("b", "early-stopped", 3), ("d", "error", 4)]
-    assert rows[0]["knn_top1"] == 0.9 and rows[1]["best_knn_top1"] == 0.8 and rows[2]["epochs"] == 1
+    assert rows[0]["val_knn_top1"] == 0.9 and rows[1]["best_val_knn_top1"] == 0.8 and rows[2]["epochs"] == 1
     assert rows[1]["methods.simclr.temperature"] is None  # a vicreg trial: not its key
-    assert rows[3]["error"] == "ValueError: boom" and rows[3]["knn_top1"] is None
+    assert rows[3]["error"] == "ValueError: boom" and rows[3]["val_knn_top1"] is None
 
 
 def test_local_session_frees_placement_groups_of_dead_actors_and_restores_the_environment(monkeypatch):

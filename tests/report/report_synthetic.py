@@ -32,7 +32,7 @@ def make_run(root: Path, rgb: bool = True, collapsed: bool = False, seed: int = 
     (live / "train").mkdir(parents=True)
     (live / "monitor").mkdir(parents=True)
     (live / "train" / "loss.tsv").write_text("step\tloss\n" + "".join(f"{i}\t{5 - 0.4 * i}\n" for i in range(6)))
-    (live / "monitor" / "knn_top1.tsv").write_text("step\tknn_top1\n1\t0.5\n3\t0.7\n5\t0.8\n")
+    (live / "monitor" / "val_knn_top1.tsv").write_text("step\tval_knn_top1\n1\t0.5\n3\t0.7\n5\t0.8\n")
 
     art = root / "eval"
     art.mkdir()
