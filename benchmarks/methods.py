@@ -1,14 +1,25 @@
-"""Measure every method through the real pipeline: ``dvc exp run -S method=<name>`` per method.
+"""Every method through the real pipeline, at a stated budget, over seeds: one
+``dvc exp run -S method=<name> -S seed=<s>`` per (method, seed), mean and standard deviation.
 
-    python -m benchmarks.methods --dataset digits
-    python -m benchmarks.methods --dataset fashion-mnist --set data.max_train=5000 --set train.epochs=5
+    python -m benchmarks.methods --protocol fashion-mnist                 # every method, its seeds
+    python -m benchmarks.methods --protocol fashion-mnist --methods vicreg,simclr --seeds 0,1,2
+    python -m benchmarks.methods --protocol digits
 
-Works in a fresh ``git clone`` of the repository's HEAD (so it measures committed code and leaves
-this checkout alone), runs the experiments one after another, and writes
-``benchmarks/results/methods-<dataset>.{json,md}``: per method the evaluation stage's kNN and
-linear top-1, the random-init and raw-pixel baselines of the same run, whether kNN beats random
-init, the collapse flag, pretraining seconds and views/s, and the wall time of the whole
-``dvc exp run``. A method whose run fails gets its error line in the table; the others go on.
+A protocol is a named budget (:data:`PROTOCOLS`): the data set, the ``-S`` settings every run gets,
+and how many seeds each method gets (3 for the nine methods compared in ``docs/methods.md``, 1
+for the rest unless ``--seeds`` says otherwise). Runs happen in a fresh ``git clone`` of HEAD (the
+committed code is what is measured; this checkout is left alone), seed-major so ``prepare`` and
+``augment`` run once per seed. Every finished run is written at once to
+``benchmarks/results/methods-<protocol>.json`` (``runs``: one entry per (method, seed); ``rows``:
+one per method with ``method``, ``seeds``, ``knn_mean``, ``knn_std``, ``linear_mean``,
+``linear_std``, ``pixels_knn``, ``pixels_linear``, ``random_knn``, ``random_linear``, ``budget``,
+``commit``), so an interrupted measurement keeps what it finished and a re-run skips the
+(method, seed) pairs already measured at the same budget (``--fresh`` measures them again). The
+markdown table beside it is what ``docs/methods.md`` shows.
+
+All accuracies are top-1 on the test split, from the evaluate stage; nothing here selects or
+tunes on them. The baselines (raw pixels, the random-init encoder of the same architecture) come
+from the same runs, so they follow the same protocol and seed.
 """
 
 from __future__ import annotations
@@ -16,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,8 +41,38 @@ from jem.method_params import METHOD_PARAMS
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# the nine methods the methods table compares with three seeds (the rest get one unless --seeds)
+COMPARED = ("simclr", "moco", "barlow", "wmse", "vicreg", "swav", "byol", "simsiam", "dino")
+# joint-embedding methods: targets are "beats raw pixels on linear and random init on kNN"
+JOINT_EMBEDDING = COMPARED + ("deepcluster", "sela", "npid")
 
-def _get(tree: dict[str, Any], dotted: str) -> Any:
+PROTOCOLS: dict[str, dict[str, Any]] = {
+    # the shipped defaults: 1347 digits (1212 after the validation split), 30 epochs of batch 256
+    "digits": {"dataset": "digits", "sets": [], "seeds": 3},
+    # Fashion-MNIST at a CPU budget of about 6 minutes per run on 2 cores (docs/methods.md says why):
+    # 10,000 stratified training images (+ the 6,000-image validation split), the full 10,000-image
+    # test split, 12 epochs of batch 256 = 468 steps, 8 cached views per image, natural-image crops
+    # and flips, both cores for the one Ray worker; semi-supervised fine-tuning shortened (not in
+    # the table)
+    "fashion-mnist": {"dataset": "fashion-mnist", "seeds": 3, "sets": [
+        "data.max_train=10000", "train.epochs=12", "train.warmup_epochs=1", "train.cpus_per_worker=2",
+        "augment.views_per_image=8", "augment.view_a.crop_scale=[0.2,1.0]", "augment.view_b.crop_scale=[0.2,1.0]",
+        "augment.view_a.flip_p=0.5", "augment.view_b.flip_p=0.5", "eval.semi_epochs=3", "eval.monitor_every=0"]},
+    # the budget of tests/e2e/test_accuracy.py (a CI-sized check that pretraining beats random init)
+    "ci-fashion-mnist": {"dataset": "fashion-mnist", "seeds": 3, "sets": [
+        "data.max_train=2000", "data.max_test=2000", "train.epochs=12", "train.warmup_epochs=1",
+        "train.cpus_per_worker=2", "augment.views_per_image=8", "augment.view_a.crop_scale=[0.2,1.0]",
+        "augment.view_b.crop_scale=[0.2,1.0]", "augment.view_a.flip_p=0.5", "augment.view_b.flip_p=0.5",
+        "eval.semi_epochs=1", "eval.monitor_every=0"]},
+}
+
+RUN_KEYS = {"knn": "knn.top1", "linear": "linear.top1", "knn200": "knn200.top1",
+            "random_knn": "random_init.knn.top1", "random_linear": "random_init.linear.top1",
+            "pixels_knn": "pixels.knn.top1", "pixels_linear": "pixels.linear.top1",
+            "collapsed": "collapse.collapsed"}
+
+
+def _get(tree: Any, dotted: str) -> Any:
     for part in dotted.split("."):
         if not isinstance(tree, dict) or part not in tree:
             return None
@@ -38,101 +80,150 @@ def _get(tree: dict[str, Any], dotted: str) -> Any:
     return tree
 
 
-def measure(clone: Path, method: str, dataset: str, sets: list[str]) -> dict[str, Any]:
-    """One ``dvc exp run`` in ``clone``; its metrics, or the error line."""
+def measure(clone: Path, method: str, seed: int, dataset: str, sets: list[str]) -> dict[str, Any]:
+    """One ``dvc exp run`` in ``clone``: its metrics, or the error line."""
     subprocess.run(["git", "checkout", "-q", "HEAD", "--", "params.yaml"], cwd=clone, check=True)
-    cmd = ["dvc", "exp", "run", "-S", f"method={method}", "-S", f"dataset={dataset}"]
+    cmd = ["dvc", "exp", "run", "-S", f"method={method}", "-S", f"seed={seed}", "-S", f"dataset={dataset}"]
     for s in sets:
         cmd += ["-S", s]
     # the clone's own package, not an editable install of this checkout, runs the stages
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(clone), os.environ.get("PYTHONPATH")])))
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=clone, capture_output=True, text=True, env=env)
-    wall = time.perf_counter() - t0
-    row: dict[str, Any] = {"method": method, "command": " ".join(cmd), "wall_s": round(wall, 1)}
+    run: dict[str, Any] = {"method": method, "seed": seed, "wall_s": round(time.perf_counter() - t0, 1)}
     if proc.returncode != 0:
         lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
-        row["error"] = next((ln for ln in lines if "error" in ln.lower()), lines[-1] if lines else "failed")
-        return row
+        run["error"] = next((ln for ln in lines if "error" in ln.lower()), lines[-1] if lines else "failed")
+        return run
     ev = json.loads((clone / "metrics" / "eval.json").read_text())
     pt = json.loads((clone / "metrics" / "pretrain.json").read_text())
-    for key in ("knn.top1", "linear.top1", "knn200.top1", "random_init.knn.top1", "random_init.linear.top1",
-                "pixels.knn.top1", "pixels.linear.top1", "semi_1pct.top1", "semi_10pct.top1", "collapse.collapsed"):
-        row[key] = _get(ev, key)
-    for key in ("train_s", "views_per_s", "final_loss", "optimizer", "base_lr", "epochs"):
-        row[key] = pt.get(key)
-    if row["knn.top1"] is not None and row["random_init.knn.top1"] is not None:
-        row["beats_random_init"] = bool(row["knn.top1"] > row["random_init.knn.top1"])
-    return row
+    run.update({name: _get(ev, key) for name, key in RUN_KEYS.items()})
+    run.update({k: pt.get(k) for k in ("train_s", "views_per_s", "final_loss", "epochs", "optimizer", "base_lr")})
+    return run
 
 
-def _fmt(v: Any) -> str:
-    if v is None:
+def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def aggregate(runs: list[dict[str, Any]], budget: str) -> list[dict[str, Any]]:
+    """One row per method: mean and sample standard deviation over its seeds (baselines: means)."""
+    rows = []
+    for method in sorted({r["method"] for r in runs}):
+        ok = sorted((r for r in runs if r["method"] == method and "error" not in r), key=lambda r: r["seed"])
+        failed = [r for r in runs if r["method"] == method and "error" in r]
+        row: dict[str, Any] = {"method": method, "seeds": [r["seed"] for r in ok]}
+        for name in ("knn", "linear"):
+            row[f"{name}_mean"], row[f"{name}_std"] = _mean_std([r[name] for r in ok])
+        for name in ("pixels_knn", "pixels_linear", "random_knn", "random_linear"):
+            row[name] = _mean_std([r[name] for r in ok])[0]
+        row["collapsed_runs"] = sum(int(bool(r.get("collapsed"))) for r in ok)
+        row["train_s_mean"] = _mean_std([r["train_s"] for r in ok])[0]
+        row["wall_s_mean"] = _mean_std([r["wall_s"] for r in ok])[0]
+        row["budget"] = budget
+        row["commit"] = ",".join(sorted({str(r.get("commit", "?")) for r in ok})) or None
+        if failed:
+            row["errors"] = [f"seed {r['seed']}: {r['error']}" for r in failed]
+        if ok:
+            row["beats_random_knn"] = row["knn_mean"] > row["random_knn"]
+            row["beats_pixels_linear"] = row["linear_mean"] > row["pixels_linear"]
+            row["beats_pixels_knn"] = row["knn_mean"] > row["pixels_knn"]
+        rows.append(row)
+    return rows
+
+
+def _pm(mean: float | None, std: float | None) -> str:
+    if mean is None:
         return "-"
-    if isinstance(v, bool):
-        return "yes" if v else "**no**"
-    if isinstance(v, float):
-        return f"{v:.4f}" if v < 10 else f"{v:.0f}"
-    return str(v)
+    return f"{mean:.4f}" + (f" ± {std:.4f}" if std is not None else "")
+
+
+def _yes(v: Any) -> str:
+    return "-" if v is None else ("yes" if v else "**no**")
 
 
 def markdown(rows: list[dict[str, Any]], header: str) -> str:
-    cols = ["method", "knn.top1", "linear.top1", "random_init.knn.top1", "pixels.knn.top1", "beats_random_init",
-            "collapse.collapsed", "train_s", "views_per_s", "wall_s"]
+    cols = ["method", "seeds", "kNN top-1", "linear top-1", "random-init kNN", "random-init linear", "pixels kNN",
+            "pixels linear", "kNN > random", "linear > pixels", "collapsed runs", "train s"]
     out = [header, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
-        if "error" in r:
-            out.append(f"| {r['method']} | failed: {r['error']} |" + " |" * (len(cols) - 2))
-        else:
-            out.append("| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |")
+        if not r["seeds"]:
+            out.append(f"| {r['method']} | failed: {'; '.join(r.get('errors', []))} |" + " |" * (len(cols) - 2))
+            continue
+        out.append("| " + " | ".join([
+            r["method"], ",".join(map(str, r["seeds"])), _pm(r["knn_mean"], r["knn_std"]),
+            _pm(r["linear_mean"], r["linear_std"]), _pm(r["random_knn"], None), _pm(r["random_linear"], None),
+            _pm(r["pixels_knn"], None), _pm(r["pixels_linear"], None), _yes(r.get("beats_random_knn")),
+            _yes(r.get("beats_pixels_linear")), str(r["collapsed_runs"]), f"{r['train_s_mean']:.0f}"]) + " |")
     return "\n".join(out) + "\n"
+
+
+def plan(names: list[str], seeds_arg: str | None, default_seeds: int) -> list[tuple[int, str]]:
+    """(seed, method) pairs, seed-major: the nine compared methods get ``default_seeds`` seeds, the
+    others one, unless ``seeds_arg`` ("0,1,2") gives every method the same list."""
+    pairs = []
+    for m in names:
+        seeds = ([int(s) for s in seeds_arg.split(",")] if seeds_arg
+                 else list(range(default_seeds if m in COMPARED else 1)))
+        pairs += [(s, m) for s in seeds]
+    return sorted(pairs)
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dataset", default="digits")
+    ap.add_argument("--protocol", default="digits", choices=sorted(PROTOCOLS))
     ap.add_argument("--methods", default="all", help="comma-separated names, or 'all' (every registered method)")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="extra `dvc exp run -S` for every method (the budget), e.g. train.epochs=5")
-    ap.add_argument("--out", default=None, help="output stem (default benchmarks/results/methods-<dataset>)")
-    ap.add_argument("--keep", action="store_true", help="keep the temporary clone (its experiments stay there)")
+    ap.add_argument("--seeds", default=None, help="comma-separated seeds for every method (default: the protocol's)")
+    ap.add_argument("--fresh", action="store_true", help="measure again what the results file already holds")
+    ap.add_argument("--out", default=None, help="output stem (default benchmarks/results/methods-<protocol>)")
     args = ap.parse_args(argv)
     names = sorted(METHOD_PARAMS) if args.methods == "all" else [m.strip() for m in args.methods.split(",")]
     unknown = [m for m in names if m not in METHOD_PARAMS]
     if unknown:
         sys.exit(f"error: unknown method(s) {', '.join(unknown)}; `jem methods` lists them")
-    for s in args.set:
-        if "=" not in s:
-            sys.exit(f"error: --set {s!r}: expected KEY=VALUE, e.g. train.epochs=5")
-    stem = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"methods-{args.dataset}"
+    if args.seeds is not None and not all(s.strip().isdigit() for s in args.seeds.split(",")):
+        sys.exit(f"error: --seeds {args.seeds!r}: expected comma-separated non-negative integers, e.g. 0,1,2")
+    proto = PROTOCOLS[args.protocol]
+    sets: list[str] = proto["sets"]
+    budget = f"dataset={proto['dataset']}" + "".join(f" {s}" for s in sets)
+    stem = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"methods-{args.protocol}"
+    path = stem.with_suffix(".json")
+    old = json.loads(path.read_text()) if path.exists() else {}
+    runs: list[dict[str, Any]] = [] if args.fresh or old.get("budget") != budget else old.get("runs", [])
+    done = {(r["seed"], r["method"]) for r in runs if "error" not in r}
+    todo = [p for p in plan(names, args.seeds, proto["seeds"]) if p not in done]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                             text=True, check=True).stdout.strip()
-    tmp = Path(tempfile.mkdtemp(prefix="jem-methods-"))
-    clone = tmp / "repo"
-    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
-    # re-measuring some methods with the same budget keeps the other rows of an earlier run
-    old = json.loads(stem.with_suffix(".json").read_text()) if stem.with_suffix(".json").exists() else {}
-    rows: list[dict[str, Any]] = old.get("rows", []) if old.get("sets") == args.set else []
-    for r in rows:
-        r.setdefault("commit", old.get("commit", "?"))
-    for name in tqdm(names, desc="methods", unit="run"):
-        row = dict(measure(clone, name, args.dataset, args.set), commit=commit)
-        rows = sorted([r for r in rows if r["method"] != name] + [row], key=lambda r: r["method"])
-        tqdm.write(json.dumps(row))
+    header = (f"### {args.protocol}: every method through `dvc exp run`, mean ± std over seeds\n\n"
+              f"Command: `python -m benchmarks.methods --protocol {args.protocol}`. Budget: `{budget}`. "
+              "Accuracies: top-1 on the test split; baselines from the same runs.")
+
+    def save() -> None:
+        rows = aggregate(runs, budget)
         stem.parent.mkdir(parents=True, exist_ok=True)
-        stem.with_suffix(".json").write_text(json.dumps({"dataset": args.dataset, "sets": args.set, "rows": rows},
-                                                        indent=2) + "\n")
-    budget = " ".join(f"-S {s}" for s in args.set) or "the shipped defaults"
-    commits = ", ".join(sorted({r.get("commit", commit) for r in rows}))
-    header = (f"### {args.dataset}: every method through `dvc exp run -S method=<name>` (commits {commits}, "
-              f"budget: {budget})\n\nCommand: `python -m benchmarks.methods --dataset {args.dataset}"
-              + "".join(f" --set {s}" for s in args.set) + "`")
-    stem.with_suffix(".md").write_text(markdown(rows, header))
-    print(markdown(rows, header))
-    if not args.keep:
-        subprocess.run(["rm", "-rf", str(tmp)], check=False)
-    else:
-        print(f"clone kept at {clone}")
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps({"protocol": args.protocol, "budget": budget, "rows": rows, "runs": runs},
+                                  indent=2) + "\n")
+        tmp.replace(path)
+        stem.with_suffix(".md").write_text(markdown(rows, header))
+
+    print(f"{len(todo)} run(s) to do ({len(done)} already measured at this budget)", file=sys.stderr)
+    tmpdir = Path(tempfile.mkdtemp(prefix="jem-methods-"))
+    clone = tmpdir / "repo"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+    try:
+        for seed, name in tqdm(todo, desc="runs", unit="run"):
+            run = dict(measure(clone, name, seed, proto["dataset"], sets), commit=commit)
+            runs = sorted([r for r in runs if (r["seed"], r["method"]) != (seed, name)] + [run],
+                          key=lambda r: (r["method"], r["seed"]))
+            tqdm.write(json.dumps(run))
+            save()
+    finally:
+        subprocess.run(["rm", "-rf", str(tmpdir)], check=False)
+    save()
+    print(stem.with_suffix(".md").read_text())
 
 
 if __name__ == "__main__":

@@ -24,8 +24,10 @@ def test_repro_writes_contract_metrics_and_report(repo, baseline):
         assert key in pre, key
     assert pre["epochs"] == 3 and pre["start_epoch"] == 0 and pre["views_per_s"] > 0
     assert np.isfinite(pre["final_loss"])
-    # the encoder is a trained classifier-quality feature extractor, not noise
-    assert ev["knn.top1"] > 0.8 and ev["linear.top1"] > 0.8
+    # No accuracy threshold here: on digits a random-init CNN already scores 0.94 kNN, so a bound
+    # such as "> 0.8" could not fail. tests/e2e/test_accuracy.py checks that pretraining beats random
+    # init by a measured margin on Fashion-MNIST, where that is reliable.
+    assert ev["knn.top1"] != ev["random_init.knn.top1"] or ev["linear.top1"] != ev["random_init.linear.top1"]
     report = (repo / "reports" / "report.md").read_text()
     assert "| kNN top-1 (k=20) |" in report and "![accuracy](accuracy.png)" in report
     assert (repo / "reports" / "accuracy.png").stat().st_size > 1000
@@ -77,7 +79,6 @@ def test_method_switch_reruns_only_downstream_and_exp_show_lists_both(repo, base
     for method, metrics in runs:
         for key in EVAL_KEYS + PRETRAIN_KEYS:
             assert key in metrics, (method, key)
-        assert metrics["knn.top1"] > 0.8, method
 
 
 def test_typo_via_set_param_fails_before_compute(repo, baseline):
