@@ -57,7 +57,7 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
     "fashion-mnist": {"dataset": "fashion-mnist", "seeds": 3, "sets": [
         "data.max_train=10000", "train.epochs=12", "train.warmup_epochs=1", "train.cpus_per_worker=2",
         "augment.views_per_image=8", "augment.view_a.crop_scale=[0.2,1.0]", "augment.view_b.crop_scale=[0.2,1.0]",
-        "augment.view_a.flip_p=0.5", "augment.view_b.flip_p=0.5", "eval.semi_epochs=3", "eval.monitor_every=0"]},
+        "augment.view_a.flip_p=0.5", "augment.view_b.flip_p=0.5", "eval.semi_epochs=3", "eval.monitor_every=2"]},
     # the budget of tests/e2e/test_accuracy.py (a CI-sized check that pretraining beats random init)
     "ci-fashion-mnist": {"dataset": "fashion-mnist", "seeds": 3, "sets": [
         "data.max_train=2000", "data.max_test=2000", "train.epochs=12", "train.warmup_epochs=1",
@@ -99,7 +99,18 @@ def measure(clone: Path, method: str, seed: int, dataset: str, sets: list[str]) 
     pt = json.loads((clone / "metrics" / "pretrain.json").read_text())
     run.update({name: _get(ev, key) for name, key in RUN_KEYS.items()})
     run.update({k: pt.get(k) for k in ("train_s", "views_per_s", "final_loss", "epochs", "optimizer", "base_lr")})
+    run["val_curve"] = val_curve(clone / "dvclive" / "pretrain")
     return run
+
+
+def val_curve(live: Path) -> list[list[float]]:
+    """[[epoch, validation kNN top-1], ...] from the online monitor's DVCLive series ([] when off):
+    where a method is during training, on the validation split (the budget curve of a run)."""
+    path = live / "plots" / "metrics" / "monitor" / "val_knn_top1.tsv"
+    if not path.is_file():
+        return []
+    rows = [ln.split("\t") for ln in path.read_text().splitlines()[1:] if ln.strip()]
+    return [[int(r[0]) + 1, float(r[1])] for r in rows]
 
 
 def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
@@ -122,6 +133,9 @@ def aggregate(runs: list[dict[str, Any]], budget: str) -> list[dict[str, Any]]:
         row["collapsed_runs"] = sum(int(bool(r.get("collapsed"))) for r in ok)
         row["train_s_mean"] = _mean_std([r["train_s"] for r in ok])[0]
         row["wall_s_mean"] = _mean_std([r["wall_s"] for r in ok])[0]
+        curves = [dict((int(e), v) for e, v in r.get("val_curve") or []) for r in ok]
+        epochs = sorted(set.intersection(*(set(c) for c in curves))) if curves else []
+        row["val_curve"] = [[e, statistics.fmean(c[e] for c in curves)] for e in epochs]  # mean over seeds
         row["budget"] = budget
         row["commit"] = ",".join(sorted({str(r.get("commit", "?")) for r in ok})) or None
         if failed:
