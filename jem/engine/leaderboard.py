@@ -110,6 +110,9 @@ def _markdown(rows: list[dict[str, Any]], cols: list[str], summary: dict[str, An
              f"{summary['trials']} trials: {summary['completed']} completed, {summary['early_stopped']} stopped "
              f"early by ASHA (marked *early-stopped*: their metric is from fewer epochs), {summary['errored']} "
              f"failed; {summary['wall_s']:.0f} s.", "",
+             "Ranked on the validation split (`val_knn_top1`: the online kNN monitor, bank from the training "
+             "split, queries from `data/prepared/val_*`); the test split is not read by the sweep. Measure the "
+             "winner on the test split with the evaluate stage (below).", "",
              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         cells = [f"**{r[c]}**" if c == "status" and r[c] != "completed" else _fmt(r.get(c)) for c in cols]
