@@ -22,8 +22,8 @@ from requirements_util import require_or_skip
 
 pytestmark = pytest.mark.e2e
 FASHION = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
-# measured minima over seeds 0-2 (benchmarks/results/methods-ci-fashion-mnist.json), halved
-KNN_MARGIN = 0.02
+# about half the smallest of the margins measured over seeds 0-2 (benchmarks/results/methods-ci-fashion-mnist.json)
+KNN_MARGIN = 0.012  # seeds 0, 1, 2: +0.0465, +0.0305, +0.0255 (mean +0.034)
 
 
 def ci_protocol():
