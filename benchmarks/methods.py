@@ -174,6 +174,32 @@ def markdown(rows: list[dict[str, Any]], header: str) -> str:
     return "\n".join(out) + "\n"
 
 
+def plot_curves(rows: list[dict[str, Any]], path: Path, title: str) -> bool:
+    """Validation kNN against epochs, one line per method (mean over its seeds): the budget curves
+    that show whether a method is still climbing, flat, or falling at the end of the budget."""
+    curves = [r for r in rows if r.get("val_curve")]
+    if not curves:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for i, r in enumerate(curves):
+        xs, ys = zip(*r["val_curve"])
+        ax.plot(xs, ys, marker="o", ms=3, label=r["method"], linestyle="-" if i < 10 else "--")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation kNN top-1 (online monitor)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def plan(names: list[str], seeds_arg: str | None, default_seeds: int) -> list[tuple[int, str]]:
     """(seed, method) pairs, seed-major: the nine compared methods get ``default_seeds`` seeds, the
     others one, unless ``seeds_arg`` ("0,1,2") gives every method the same list."""
@@ -222,6 +248,8 @@ def main(argv: list[str] | None = None) -> None:
                                   indent=2) + "\n")
         tmp.replace(path)
         stem.with_suffix(".md").write_text(markdown(rows, header))
+        plot_curves(rows, stem.parent / f"{stem.name}-curves.png",
+                    f"{args.protocol}: validation kNN during pretraining (mean over seeds)")
 
     print(f"{len(todo)} run(s) to do ({len(done)} already measured at this budget)", file=sys.stderr)
     tmpdir = Path(tempfile.mkdtemp(prefix="jem-methods-"))
