@@ -85,11 +85,12 @@ def two_nodes(data, tmp_path_factory):
     return summary, out
 
 
-def test_two_node_cluster_runs_one_worker_per_node(two_nodes):
+def test_two_node_cluster_runs_one_worker_per_node(two_nodes, data):
     summary, out = two_nodes
+    n_train = len(np.load(data / "prepared" / "train_y.npy"))  # 1347 digits minus the validation split
     assert summary["workers"] == 2 and summary["nodes"] == 2
     assert summary["replica_param_spread"] == 0.0  # DDP kept both replicas identical
-    assert summary["effective_batch"] == 128 and summary["steps_per_epoch"] == 1347 // 128
+    assert summary["effective_batch"] == 128 and summary["steps_per_epoch"] == n_train // 128
     assert summary["effective_lr"] == pytest.approx(0.3 * 128 / 256) and summary["lr_scaling"] == "linear"
     assert summary["start_epoch"] == 0 and np.isfinite(summary["final_loss"])
     assert (out / "encoder" / "encoder.safetensors").exists()
