@@ -93,6 +93,12 @@ class ViT(nn.Module):
                 nn.init.zeros_(m.bias)
         w = self.patch_embed.weight
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))  # as a linear layer on flattened patches (MAE)
+        # and, like every other linear layer here, a zero bias. PyTorch's default conv bias is
+        # U(+-1/sqrt(fan_in)): +-0.036 for MAE's 16x16x3 patches, but +-0.5 for a 2x2x1 digits patch and
+        # +-0.25 for 4x4x1 Fashion-MNIST patches, where it swamps the patch content: every token then
+        # points the same way and the random-init ViT's kNN on digits fell to 0.37 (0.52 with a zero
+        # bias, 12 blocks; std of normalised features 0.005 vs 0.026, healthy 0.072)
+        nn.init.zeros_(self.patch_embed.bias)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> patch tokens plus position embeddings (B, T, dim), row-major grid order."""

@@ -81,3 +81,26 @@ def test_engine_builds_the_configured_vit_and_turns_masking_on():
     assert len(rebuilt.blocks) == 3 and rebuilt.num_tokens == 4
     d2v = build_method(parse_config({"method": "data2vec", "model": {"depth": 6}}), in_channels=1, image_size=8)
     assert len(d2v.backbone.blocks) == 6 and d2v.backbone.mask_ratio == 0.0
+
+
+def test_random_init_features_are_not_swamped_by_the_patch_bias():
+    """At initialisation the mean-pooled features must still tell images apart: with PyTorch's
+    default conv bias (U(+-0.5) for 2x2x1 patches) every token pointed the same way and the random
+    ViT's kNN on digits was 0.34 (4 blocks); with the zero bias it is about 0.48 (measured)."""
+    import numpy as np
+
+    from jem.evaluate.features import extract_features
+    from jem.evaluate.knn import knn_eval
+    from jem.prepare import prepare
+
+    torch.manual_seed(0)
+    net = ViT(1, 8, depth=4).eval()
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as d:
+        stats = prepare(parse_config({"dataset": "digits"}), Path(d))
+        tx, ty, vx, vy = (np.load(Path(d) / f"{n}.npy") for n in ("train_x", "train_y", "test_x", "test_y"))
+    f_tr = extract_features(net, tx, stats["mean"], stats["std"], 512)
+    f_te = extract_features(net, vx, stats["mean"], stats["std"], 512)
+    assert knn_eval(f_tr, ty, f_te, vy, 20, 0.07, 10)["top1"] > 0.42  # default conv bias: 0.34
