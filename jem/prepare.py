@@ -11,33 +11,27 @@ from jem.config import Config
 from jem.io import write_json
 
 
-def stratified_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+def stratified_subset(labels: np.ndarray, fraction: float, seed: int | list[int], leave: int = 0) -> np.ndarray:
     """Sorted indices of a seeded, stratified ``fraction`` of ``labels``: ``round(fraction * n_c)``
-    per class ``c`` but at least one, so every class is represented even in the 1% subset."""
+    per class ``c`` but at least one, so every class is represented even in the 1% subset, and
+    never more than ``n_c - leave`` (classes with no more than ``leave`` members give none)."""
     rng = np.random.default_rng(seed)
-    picked = []
+    picked = [np.zeros(0, np.int64)]
     for c in np.unique(labels):
         members = np.flatnonzero(labels == c)
-        k = min(len(members), max(1, int(round(fraction * len(members)))))
-        picked.append(rng.choice(members, size=k, replace=False))
+        k = min(len(members) - leave, max(1, int(round(fraction * len(members)))))
+        if k > 0:
+            picked.append(rng.choice(members, size=k, replace=False))
     return np.sort(np.concatenate(picked)).astype(np.int64)
 
 
 def validation_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Sorted (train, val) indices that partition ``labels``: a seeded, stratified ``fraction`` of
-    each class goes to validation (``round(fraction * n_c)``, at least one where the class has two
-    or more members, never its last member, so every class keeps a training image)."""
-    rng = np.random.default_rng([seed, 0x7A1])  # its own stream: independent of the labelled subsets
-    val = []
-    for c in np.unique(labels):
-        members = np.flatnonzero(labels == c)
-        k = min(len(members) - 1, max(1, int(round(fraction * len(members)))))
-        if k > 0:
-            val.append(rng.choice(members, size=k, replace=False))
-    val_idx = np.sort(np.concatenate(val)).astype(np.int64) if val else np.zeros(0, np.int64)
-    train_mask = np.ones(len(labels), dtype=bool)
-    train_mask[val_idx] = False
-    return np.flatnonzero(train_mask).astype(np.int64), val_idx
+    each class goes to validation (at least one where the class has two or more members, never its
+    last member, so every class keeps a training image)."""
+    # its own random stream: independent of the labelled subsets drawn with ``seed``
+    val_idx = stratified_subset(labels, fraction, [seed, 0x7A1], leave=1)
+    return np.setdiff1d(np.arange(len(labels), dtype=np.int64), val_idx), val_idx
 
 
 def channel_stats(images: np.ndarray, chunk: int = 8192) -> tuple[list[float], list[float]]:
