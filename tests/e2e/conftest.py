@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 import yaml
-from e2e_util import ROOT, _sh, _tracked_files, use_shipped_params
+from e2e_util import ROOT, _sh, _tracked_files, git_commit_all, use_shipped_params
 
 
 @pytest.fixture(scope="session")
@@ -21,11 +21,7 @@ def repo(tmp_path_factory):
     text = text.replace(f"  epochs: {params['train']['epochs']}\n", "  epochs: 3\n")
     text = text.replace(f"  semi_epochs: {params['eval']['semi_epochs']}\n", "  semi_epochs: 1\n")
     (dst / "params.yaml").write_text(text)
-    _sh(["git", "init", "-q"], dst)
-    _sh(["git", "config", "user.name", "jem-e2e"], dst)
-    _sh(["git", "config", "user.email", "e2e@jem.invalid"], dst)
-    _sh(["git", "add", "-A"], dst)
-    _sh(["git", "commit", "-qm", "e2e baseline"], dst)
+    git_commit_all(dst, "e2e baseline")
     return dst
 
 

@@ -55,6 +55,14 @@ def use_shipped_params(dst: Path) -> None:
     (dst / "params.yaml").write_text(shipped_params_text())
 
 
+def git_commit_all(dst: Path, message: str = "base") -> None:
+    """``git init`` ``dst`` and commit everything in it (DVC experiments need a commit)."""
+    for cmd in (["git", "init", "-q"], ["git", "config", "user.name", "jem-e2e"],
+                ["git", "config", "user.email", "e2e@jem.invalid"], ["git", "add", "-A"],
+                ["git", "commit", "-qm", message]):
+        _sh(cmd, dst)
+
+
 def copy_repo(dst: Path) -> None:
     """The project's source files (outputs, caches and run folders are left out), with the shipped
     params.yaml rather than the working one."""

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from e2e_util import copy_repo
+from e2e_util import copy_repo, git_commit_all
 
 from jem.config import defaults_dict, parse_config
 from jem.engine.run import pretrain
@@ -146,9 +146,8 @@ def test_killed_pretrain_stage_resumes_on_the_next_repro(tmp_path):
     params["eval"]["monitor_every"] = 0
     params["ray"]["log_to_driver"] = False
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    for cmd in (["git", "init", "-q"], ["git", "config", "user.name", "t"], ["git", "config", "user.email", "t@t"],
-                ["git", "add", "-A"], ["git", "commit", "-qm", "base"], ["dvc", "repro", "augment"]):
-        _sh(cmd, repo)
+    git_commit_all(repo)
+    _sh(["dvc", "repro", "augment"], repo)
 
     storage = repo / ".jem" / "ray_results"
     first = subprocess.Popen(["dvc", "repro", "pretrain"], cwd=repo, env=_env(), stdout=subprocess.DEVNULL,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from e2e_util import copy_repo
+from e2e_util import copy_repo, git_commit_all
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.e2e
@@ -52,9 +52,7 @@ def repo(tmp_path_factory):
     params["data"]["val_fraction"] = 0.3
     (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (dst / "pipelines" / "sweep" / "params.yaml").write_text(yaml.safe_dump(SMALL_SWEEP, sort_keys=False))
-    for cmd in (["git", "init", "-q"], ["git", "config", "user.name", "t"], ["git", "config", "user.email", "t@t"],
-                ["git", "add", "-A"], ["git", "commit", "-qm", "base"]):
-        _sh(cmd, dst)
+    git_commit_all(dst)
     return dst
 
 
