@@ -163,7 +163,7 @@ class Runner:
             views, idx, epoch = next(self.batches)
             if epoch != self.epoch:
                 self.epoch = epoch
-                self.method.on_epoch_start(EpochData(epoch, *self.epoch_data, 0, 1))
+                self.method.on_epoch_start(EpochData(epoch, *self.epoch_data))
             ctx = StepContext(epoch, self.step, self.total, self.steps_per_epoch,
                               indices=torch.from_numpy(np.asarray(idx, dtype=np.int64)).to(self.device))
             set_lr(self.optimizer, lr_at(min(self.step, self.total - 1), self.total, self.warmup, self.peak_lr))

@@ -18,6 +18,7 @@ silently divide the gradient by ``W``.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as torch_dist
@@ -77,14 +78,6 @@ def all_reduce_mean_nograd(x: torch.Tensor) -> torch.Tensor:
     return y / world_size()
 
 
-def all_reduce_sum_nograd(x: torch.Tensor) -> torch.Tensor:
-    if world_size() == 1:
-        return x.detach()
-    y = x.detach().clone()
-    torch_dist.all_reduce(y, op=torch_dist.ReduceOp.SUM)
-    return y
-
-
 def average_gradients(params: list[torch.nn.Parameter]) -> None:
     """Average ``.grad`` over workers in place (what DDP does), for tests and non-DDP paths."""
     ws = world_size()
@@ -94,3 +87,21 @@ def average_gradients(params: list[torch.nn.Parameter]) -> None:
         if p.grad is not None:
             torch_dist.all_reduce(p.grad, op=torch_dist.ReduceOp.SUM)
             p.grad /= ws
+
+
+@dataclass(frozen=True)
+class Comm:
+    """Everything a method may use to talk to the other workers, handed to it by the engine in
+    :class:`jem.methods.base.StepContext` and :class:`jem.methods.base.EpochData` (methods never
+    reach for the process group themselves)."""
+
+    rank: int
+    world_size: int
+    gather: Gather  # autograd-aware concatenation in rank order (:func:`gather`)
+    gather_nograd: Gather  # detached concatenation (queues, banks, cluster labels)
+    all_reduce_mean: Gather  # detached mean over workers (DINO's centre)
+
+
+def current_comm() -> Comm:
+    """The collectives of the current process group (identities on a single worker)."""
+    return Comm(rank(), world_size(), gather, gather_nograd, all_reduce_mean_nograd)

@@ -228,6 +228,7 @@ def train_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     model: nn.Module = method
     if world > 1:
         model = nn.parallel.DistributedDataParallel(method, device_ids=[device.index] if tcfg.use_gpu else None)
+    comm = dist.current_comm()  # what methods may use to talk to the other workers
     peak_lr = effective_lr(tcfg, world)
     optimizer = build_optimizer(method, tcfg, peak_lr)
 
@@ -257,14 +258,15 @@ def train_worker(config: dict[str, Any]) -> dict[str, Any] | None:
         model.train()
         shards = epoch_shards(cfg.seed, epoch, n_images, steps_per_epoch, world, batch)[:, rank]
         view_rng = np.random.default_rng([cfg.seed, epoch, rank, 1])
-        method.on_epoch_start(EpochData(epoch, train_images, stats["mean"], stats["std"], device, rank, world))
+        method.on_epoch_start(EpochData(epoch, train_images, stats["mean"], stats["std"], device, comm))
         loss_sum = torch.zeros((), dtype=torch.float64)
         t0 = time.perf_counter()
         for i in range(steps_per_epoch):
             _maybe_kill(kill_epoch, epoch, i, steps_per_epoch)
             step = epoch * steps_per_epoch + i
             idx = np.sort(shards[i])
-            ctx = StepContext(epoch, step, total_steps, steps_per_epoch, indices=torch.from_numpy(idx).to(device))
+            ctx = StepContext(epoch, step, total_steps, steps_per_epoch, indices=torch.from_numpy(idx).to(device),
+                              comm=comm)
             views = source.views(idx, method.n_global, method.n_local, view_rng)
             set_lr(optimizer, lr_at(step, total_steps, warmup, peak_lr, tcfg.min_lr_ratio))
             loss = train_step(model, method, optimizer, views, ctx, amp)

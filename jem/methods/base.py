@@ -9,13 +9,13 @@ are computed from ``ctx`` so a resumed run continues them exactly.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from jem.dist import Gather, gather
+from jem.dist import Comm, Gather, current_comm
 from jem.models import build_backbone, mlp
 
 
@@ -25,8 +25,13 @@ class StepContext:
     step: int  # global optimizer step, 0-based
     total_steps: int
     steps_per_epoch: int
-    gather: Gather = gather
     indices: torch.Tensor | None = None  # (B,) int64 dataset indices of this worker's batch
+    comm: Comm = field(default_factory=current_comm)  # the engine's collectives, rank and world size
+
+    @property
+    def gather(self) -> Gather:
+        """Autograd-aware gather over workers (identity on one worker)."""
+        return self.comm.gather
 
     @property
     def progress(self) -> float:
@@ -43,8 +48,15 @@ class EpochData:
     mean: list[float]
     std: list[float]
     device: torch.device
-    rank: int
-    world_size: int
+    comm: Comm = field(default_factory=current_comm)
+
+    @property
+    def rank(self) -> int:
+        return self.comm.rank
+
+    @property
+    def world_size(self) -> int:
+        return self.comm.world_size
 
 
 
@@ -86,7 +98,3 @@ class Method(nn.Module):
     @torch.no_grad()
     def after_step(self, ctx: StepContext) -> None:
         """Hook after the optimizer step (EMA, queues). Default: nothing."""
-
-    def extra_state(self) -> dict[str, torch.Tensor]:
-        """Non-parameter state to checkpoint (buffers are saved with the state dict already)."""
-        return {}

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import torch
 
-from jem import dist
 from jem.augment.masking import keyed_generator
 from jem.losses.pretext import NEIGHBOURS, PretextLoss, context_geometry, context_pairs
 from jem.methods import register
@@ -39,7 +38,7 @@ class Context(Method):
     def forward(self, views: list[torch.Tensor], ctx: StepContext) -> dict[str, torch.Tensor]:
         x = views[0]
         b, j = x.shape[0], self.params.jitter
-        gen = keyed_generator(self.seed, ctx.step, dist.rank())
+        gen = keyed_generator(self.seed, ctx.step, ctx.comm.rank)
         labels = torch.randint(len(NEIGHBOURS), (b,), generator=gen)
         origin = torch.randint(self.slack + 1, (b, 2), generator=gen)
         jitter = torch.randint(-j, j + 1, (b, 2, 2), generator=gen)

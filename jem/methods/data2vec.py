@@ -27,7 +27,6 @@ from typing import cast
 import torch
 from torch import nn
 
-from jem import dist
 from jem.augment.masking import keyed_generator, random_token_mask
 from jem.losses.masked import Data2VecLoss
 from jem.methods import register
@@ -66,7 +65,7 @@ class Data2Vec(Method):
         x = views[0]
         vit, teacher = cast(ViT, self.backbone), cast(ViT, self.teacher)
         mask = random_token_mask(x.shape[0], vit.num_tokens, self.params.mask_ratio,
-                                 keyed_generator(self.seed, ctx.step, dist.rank()), x.device)  # (B, T)
+                                 keyed_generator(self.seed, ctx.step, ctx.comm.rank), x.device)  # (B, T)
         with torch.no_grad():
             teacher.eval()
             _, layers = teacher.forward_tokens(x, return_layers=True)

@@ -41,7 +41,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from jem.augment.masking import keyed_generator
-from jem.dist import gather_nograd
 from jem.losses.clustering import PseudoLabelLoss, balanced_weights, kmeans, preprocess_features
 from jem.methods import register
 from jem.methods.base import EpochData, Method, StepContext
@@ -65,7 +64,7 @@ def all_features(fn: Callable[[torch.Tensor], torch.Tensor], data: EpochData, ba
         x = torch.from_numpy(np.ascontiguousarray(images[idx[s:s + batch]])).to(data.device)
         x = (x.permute(0, 3, 1, 2).float() / 255.0 - mean) / std  # (b, C, H, W)
         parts.append(fn(x).float())
-    return gather_nograd(torch.cat(parts))[:n]
+    return data.comm.gather_nograd(torch.cat(parts))[:n]
 
 
 def require_indices(ctx: StepContext, name: str) -> torch.Tensor:
@@ -111,7 +110,7 @@ class DeepCluster(Method):
             feats = all_features(self.embed, data)  # (N, P)
         x = preprocess_features(feats, p.pca_dim)
         _, labels = kmeans(x, p.n_clusters, p.kmeans_iters, keyed_generator(self.seed, data.epoch, 1))
-        labels = gather_nograd(labels)[: labels.numel()]  # rank 0's copy everywhere
+        labels = data.comm.gather_nograd(labels)[: labels.numel()]  # rank 0's copy everywhere
         self.labels = labels.to(data.device)
         self.weights = balanced_weights(labels, p.n_clusters).to(data.device)
         self.n_nonempty = float(torch.unique(labels).numel())

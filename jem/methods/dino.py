@@ -32,7 +32,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from jem import dist
 from jem.losses.distillation import DINOLoss, teacher_temp_at
 from jem.methods import register
 from jem.methods.base import Method, StepContext
@@ -99,7 +98,7 @@ class DINO(Method):
             teacher = self.teacher_head(self.teacher_backbone(torch.cat(views[:ng]))).split(b)  # ng x (B, K)
         p = self.params
         temp = teacher_temp_at(ctx.epoch, p.warmup_teacher_temp, p.teacher_temp, p.warmup_teacher_temp_epochs)
-        return self.loss(list(student), list(teacher), temp, dist.all_reduce_mean_nograd)
+        return self.loss(list(student), list(teacher), temp, ctx.comm.all_reduce_mean)
 
     def before_optimizer_step(self, ctx: StepContext) -> None:
         if ctx.epoch < self.params.freeze_last_layer:

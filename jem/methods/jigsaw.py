@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import torch
 
-from jem import dist
 from jem.augment.masking import keyed_generator
 from jem.losses.pretext import PretextLoss, cut_tiles, hamming_permutations, normalise_tiles, shuffle_tiles
 from jem.methods import register
@@ -44,7 +43,7 @@ class Jigsaw(Method):
     def forward(self, views: list[torch.Tensor], ctx: StepContext) -> dict[str, torch.Tensor]:
         x = views[0]
         b, t = x.shape[0], self.params.grid ** 2
-        gen = keyed_generator(self.seed, ctx.step, dist.rank())
+        gen = keyed_generator(self.seed, ctx.step, ctx.comm.rank)
         offsets = torch.randint(self.gap + 1, (b, t, 2), generator=gen).to(x.device)
         perms = self.get_buffer("perms")  # (P, g^2)
         labels = torch.randint(perms.shape[0], (b,), generator=gen).to(x.device)

@@ -36,10 +36,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from jem import dist
 from jem.losses.moco import MoCoQueueLoss
 from jem.methods import register
-from jem.methods.base import Method, StepContext
+from jem.methods.base import Comm, Method, StepContext
 from jem.methods.ema import ema_update_, make_teacher
 
 
@@ -69,25 +68,25 @@ class MoCo(Method):
         return nn.Sequential(*layers)
 
     @torch.no_grad()
-    def keys(self, x: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def keys(self, x: torch.Tensor, seed: int, comm: Comm) -> tuple[torch.Tensor, torch.Tensor]:
         """Shuffled-BN keys: (B, P) for this worker's images and (N, P) for the global batch, both
         L2-normalised and in the original (rank-major) order."""
-        x_all = dist.gather_nograd(x)  # (N, C, H, W)
-        n, b, r = x_all.shape[0], x.shape[0], dist.rank()
+        x_all = comm.gather_nograd(x)  # (N, C, H, W)
+        n, b, r = x_all.shape[0], x.shape[0], comm.rank
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).to(x.device)
         k = F.normalize(split_forward(self.key_encoder, x_all[perm[r * b:(r + 1) * b]], self.params.bn_splits), dim=1)
-        k_shuffled = dist.gather_nograd(k)  # (N, P): row j is the key of image perm[j]
+        k_shuffled = comm.gather_nograd(k)  # (N, P): row j is the key of image perm[j]
         k_all = k_shuffled[torch.argsort(perm)]  # unshuffle
         return k_all[r * b:(r + 1) * b], k_all
 
     def forward(self, views: list[torch.Tensor], ctx: StepContext) -> dict[str, torch.Tensor]:
         s = self.params.bn_splits
         q = split_forward(self.embed, views[0], s)  # (B, P)
-        k, k_all = self.keys(views[1], 2 * ctx.step)
+        k, k_all = self.keys(views[1], 2 * ctx.step, ctx.comm)
         loss = self.loss(q, k)
         if self.params.symmetric:
             q2 = split_forward(self.embed, views[1], s)
-            k2, k2_all = self.keys(views[0], 2 * ctx.step + 1)
+            k2, k2_all = self.keys(views[0], 2 * ctx.step + 1, ctx.comm)
             loss = 0.5 * (loss + self.loss(q2, k2))
             k_all = torch.cat([k_all, k2_all])
         self._new_keys = k_all

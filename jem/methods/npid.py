@@ -20,7 +20,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from jem import dist
 from jem.augment.masking import keyed_generator
 from jem.losses.npid import NPIDLoss
 from jem.methods import register
@@ -50,7 +49,7 @@ class NPID(Method):
     def forward(self, views: list[torch.Tensor], ctx: StepContext) -> dict[str, torch.Tensor]:
         idx = require_indices(ctx, "npid")
         f = F.normalize(self.embed(views[0]), dim=1)  # (B, dim)
-        out = self.loss(f, idx, keyed_generator(self.seed, ctx.step, dist.rank()))
+        out = self.loss(f, idx, keyed_generator(self.seed, ctx.step, ctx.comm.rank))
         self._last = (f.detach(), idx)
         return out
 

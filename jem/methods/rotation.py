@@ -12,7 +12,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from jem import dist
 from jem.augment.masking import keyed_generator
 from jem.losses.pretext import PretextLoss, rotate_batch
 from jem.methods import register
@@ -34,7 +33,7 @@ class Rotation(Method):
         x, labels = rotate_batch(views[0])  # (4B, C, S, S), (4B,)
         if not self.params.all_rotations:  # one random rotation per image
             b = views[0].shape[0]
-            k = torch.randint(4, (b,), generator=keyed_generator(self.seed, ctx.step, dist.rank())).to(x.device)
+            k = torch.randint(4, (b,), generator=keyed_generator(self.seed, ctx.step, ctx.comm.rank)).to(x.device)
             pick = k * b + torch.arange(b, device=x.device)
             x, labels = x[pick], labels[pick]
         return self.loss(self.embed(x), labels)

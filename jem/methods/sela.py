@@ -29,7 +29,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from jem.dist import gather_nograd
 from jem.losses.clustering import PseudoLabelLoss, sela_labels
 from jem.methods import register
 from jem.methods.base import EpochData, Method, StepContext
@@ -55,7 +54,7 @@ class SeLa(Method):
             log_p = all_features(lambda x: F.log_softmax(self.logits(x), dim=-1).flatten(1), data)  # (N, heads*K)
         log_p = log_p.view(-1, self.n_heads, self.k)
         labels = torch.stack([sela_labels(log_p[:, h], self.params.lamb) for h in range(self.n_heads)])  # (heads, N)
-        self.labels = gather_nograd(labels.T.contiguous())[: labels.shape[1]].T.to(data.device)  # rank 0's copy
+        self.labels = data.comm.gather_nograd(labels.T.contiguous())[: labels.shape[1]].T.to(data.device)  # rank 0's copy
 
     def on_epoch_start(self, data: EpochData) -> None:
         n = data.images.shape[0]

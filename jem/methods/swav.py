@@ -34,10 +34,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from jem import dist
 from jem.losses.swav import SwAVLoss
 from jem.methods import register
-from jem.methods.base import Method, StepContext
+from jem.methods.base import Gather, Method, StepContext
 
 
 @register("swav")
@@ -72,17 +71,17 @@ class SwAV(Method):
         if queue_on and int(self.queue_count) >= self.params.queue_length:
             with torch.no_grad():
                 queue_scores = [self.prototypes(self.queue[i]) for i in range(ng)]  # (L, K) each
-        out = self.loss(scores, ng, queue_scores, dist.gather_nograd, dist.rank())
+        out = self.loss(scores, ng, queue_scores, ctx.comm.gather_nograd, ctx.comm.rank)
         if queue_on:
-            self._enqueue(z.detach()[: ng * b].split(b))
+            self._enqueue(z.detach()[: ng * b].split(b), ctx.comm.gather_nograd)
         out["queue_used"] = out["loss"].new_tensor(float(queue_scores is not None))
         return out
 
     @torch.no_grad()
-    def _enqueue(self, z_global: tuple[torch.Tensor, ...]) -> None:
+    def _enqueue(self, z_global: tuple[torch.Tensor, ...], gather_nograd: Gather) -> None:
         length = self.params.queue_length
         for i, zi in enumerate(z_global):
-            new = dist.gather_nograd(zi)  # (W * B, D), the same rows on every worker
+            new = gather_nograd(zi)  # (W * B, D), the same rows on every worker
             self.queue[i] = torch.cat([new, self.queue[i]])[:length]
         self.queue_count.add_(new.shape[0]).clamp_(max=length)
 

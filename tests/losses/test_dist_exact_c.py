@@ -56,7 +56,7 @@ def _labels(name, rank, world):
     torch.manual_seed(0)
     method = get_method_class(name)(ARCH, [16, 8], params)
     images = np.random.default_rng(0).integers(0, 256, (N + 3, 8, 8, 1), dtype=np.uint8)  # N+3: uneven shards
-    method.on_epoch_start(EpochData(0, images, [0.5], [0.25], torch.device("cpu"), rank, world))
+    method.on_epoch_start(EpochData(0, images, [0.5], [0.25], torch.device("cpu")))  # comm: this process group's
     return method.labels
 
 

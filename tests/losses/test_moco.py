@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from jem.dist import current_comm
 from jem.config import parse_config
 from jem.losses.moco import MoCoQueueLoss, info_nce_queue
 from jem.methods import get_method_class
@@ -89,7 +90,7 @@ def test_momentum_update_and_enqueue_after_step():
     opt = torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=0.5)
     ctx = StepContext(0, 0, 1, 1)
     out = m(views, ctx)
-    _, k_all = m.keys(views[1], 0)
+    _, k_all = m.keys(views[1], 0, ctx.comm)
     opt.zero_grad()
     out["loss"].backward()
     opt.step()
@@ -104,14 +105,14 @@ def test_momentum_update_and_enqueue_after_step():
 def test_shuffled_keys_are_the_plain_keys_when_bn_cannot_see_the_shuffle():
     x = torch.randn(12, 1, 8, 8, dtype=torch.float64)
     m = _moco(bn_splits=1)  # one BN group: statistics are permutation invariant
-    k, k_all = m.keys(x, seed=3)
+    k, k_all = m.keys(x, seed=3, comm=current_comm())
     torch.testing.assert_close(k, F.normalize(m.key_encoder(x), dim=1))
     torch.testing.assert_close(k_all, k)
     m = _moco(bn_splits=3).eval()  # running statistics: no batch dependence at all
-    torch.testing.assert_close(m.keys(x, seed=3)[0], F.normalize(m.key_encoder(x), dim=1))
+    torch.testing.assert_close(m.keys(x, seed=3, comm=current_comm())[0], F.normalize(m.key_encoder(x), dim=1))
     m.train()  # 3 groups of shuffled images: keys differ from an unshuffled grouped pass
     grouped = torch.cat([m.key_encoder(c) for c in x.tensor_split(3)])
-    assert not torch.allclose(m.keys(x, seed=3)[0], F.normalize(grouped, dim=1), atol=1e-3)
+    assert not torch.allclose(m.keys(x, seed=3, comm=current_comm())[0], F.normalize(grouped, dim=1), atol=1e-3)
 
 
 def test_symmetric_loss_enqueues_both_key_batches():

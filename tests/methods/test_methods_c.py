@@ -28,7 +28,7 @@ def _build(name, overrides=None):
 
 
 def _epoch_data(images, epoch=0):
-    return EpochData(epoch, images, [0.5], [0.25], torch.device("cpu"), 0, 1)
+    return EpochData(epoch, images, [0.5], [0.25], torch.device("cpu"))
 
 
 VARIANTS = [(name, {}) for name in METHODS] + [
