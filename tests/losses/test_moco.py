@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from jem.dist import current_comm
 from jem.config import parse_config
+from jem.dist import current_comm
 from jem.losses.moco import MoCoQueueLoss, info_nce_queue
 from jem.methods import get_method_class
 from jem.methods.base import StepContext
