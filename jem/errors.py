@@ -1,4 +1,9 @@
-"""One-line user errors: every stage and CLI command maps these to ``error: <line>`` and exit 2."""
+"""One-line user errors: every stage and CLI command maps these to ``error: <line>`` and exit 2.
+
+The error types that are not tied to one module live here, so that this module imports nothing
+heavy (no numpy, torch or Ray): the data readers, the Ray driver and the stages import from it,
+never the other way round. ``ConfigError`` stays beside the params schema (:mod:`jem.config`).
+"""
 
 from __future__ import annotations
 
@@ -7,18 +12,22 @@ from collections.abc import Callable
 from typing import NoReturn
 
 
+class DataError(ValueError):
+    """Missing, corrupt or truncated data, phrased as one line for the user."""
+
+
+class RayUnavailable(RuntimeError):
+    """The Ray cluster cannot be reached, or can never fit the requested workers."""
+
+
+class TrainingFailed(RuntimeError):
+    """Pretraining raised in a worker; the message is the worker's final error line."""
+
+
 def user_error_types() -> tuple[type[BaseException], ...]:
     from jem.config import ConfigError
-    from jem.data import DataError
 
-    types: list[type[BaseException]] = [ConfigError, DataError, FileNotFoundError]
-    try:
-        from jem.engine.run import RayUnavailable, TrainingFailed
-
-        types += [RayUnavailable, TrainingFailed]
-    except ImportError:  # pragma: no cover - ray missing
-        pass
-    return tuple(types)
+    return (ConfigError, DataError, FileNotFoundError, RayUnavailable, TrainingFailed)
 
 
 def fail(message: str) -> NoReturn:

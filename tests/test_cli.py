@@ -57,6 +57,14 @@ def test_import_jem_is_light():
     assert out.strip() == "True"
 
 
+def test_user_errors_import_nothing_heavy():
+    """Every stage maps user errors through jem.errors: knowing them must not import the engine."""
+    code = ("import sys; from jem.errors import user_error_types; user_error_types(); "
+            "print(sorted(m for m in ('numpy', 'torch', 'ray', 'PIL', 'jem.engine', 'jem.data') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
 def test_export_round_trip_gives_identical_embeddings(tmp_path, encoder, capsys):
     method, folder, stats = encoder
     out = tmp_path / "exported"

@@ -2,18 +2,19 @@
 
 ``check_dataset`` is the cheap presence check the validation stage runs before any compute (file
 existence, sizes and headers, nothing decoded); ``load_dataset`` reads, validates and optionally
-resizes. Every problem with the data surfaces as one :class:`DataError` line saying what is wrong
+resizes. Every problem with the data surfaces as one :class:`~jem.errors.DataError` line saying what is wrong
 and how to fix it. Nothing here downloads.
 """
 
 from __future__ import annotations
 
 from jem.data.cifar import check_cifar, load_cifar
-from jem.data.common import DataError, Dataset, resize_images
+from jem.data.common import Dataset, resize_images
 from jem.data.digits import load_digits_dataset
 from jem.data.idx import check_fashion_mnist, load_fashion_mnist
 from jem.data.imagefolder import check_imagefolder, load_imagefolder
 from jem.data.stl10 import check_stl10, load_stl10
+from jem.errors import DataError
 
 __all__ = ["DEFAULT_ROOTS", "DataError", "Dataset", "check_dataset", "load_dataset"]
 

@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from jem.data.common import DataError, Dataset, missing_error, resolve_dir
+from jem.data.common import Dataset, missing_error, resolve_dir
+from jem.errors import DataError
 
 try:  # numpy >= 2 keeps the implementation in numpy._core; numpy.core is a deprecated alias
     from numpy._core.multiarray import _reconstruct

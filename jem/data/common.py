@@ -1,4 +1,5 @@
-"""Shared pieces of the dataset readers: the error type, the result record, resizing and splitting.
+"""Shared pieces of the dataset readers: the result record, resizing and splitting (their error
+type is :class:`jem.errors.DataError`).
 
 Every reader returns uint8 images shaped ``(N, H, W, C)`` with ``C`` 1 or 3 and int64 labels, so the
 rest of the pipeline never needs to know which on-disk format an array came from.
@@ -13,15 +14,13 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from jem.errors import DataError
+
 # Pillow >= 9.1 moved the filters into ``Image.Resampling``; older releases only have the constants.
 BILINEAR = getattr(Image, "Resampling", Image).BILINEAR
 
 # Resizing more images than this shows a progress bar (PIL needs ~10-100 us per image).
 _PROGRESS_MIN = 20000
-
-
-class DataError(ValueError):
-    """Missing, corrupt or truncated data, phrased as one line for the user."""
 
 
 @dataclass

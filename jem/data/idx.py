@@ -16,7 +16,8 @@ import zlib
 
 import numpy as np
 
-from jem.data.common import DataError, Dataset, missing_error
+from jem.data.common import Dataset, missing_error
+from jem.errors import DataError
 
 CLASSES = [
     "T-shirt/top",

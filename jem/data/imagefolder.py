@@ -12,7 +12,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from jem.data.common import BILINEAR, DataError, Dataset, split_dataset
+from jem.data.common import BILINEAR, Dataset, split_dataset
+from jem.errors import DataError
 
 EXTENSIONS = (".png", ".jpg", ".jpeg")
 DEFAULT_SIZE = 32

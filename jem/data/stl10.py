@@ -11,7 +11,8 @@ import os
 
 import numpy as np
 
-from jem.data.common import DataError, Dataset, missing_error, resolve_dir
+from jem.data.common import Dataset, missing_error, resolve_dir
+from jem.errors import DataError
 
 SIDE = 96
 IMAGE_BYTES = 3 * SIDE * SIDE

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from jem.config import Config, RayConfig, to_dict
+from jem.errors import RayUnavailable, TrainingFailed
 
 # train.* knobs that do not change the trained weights: not part of the run identity
 NOT_IN_RUN_IDENTITY = ("max_failures", "checkpoint_every", "cpus_per_worker")
@@ -38,14 +39,6 @@ NOT_IN_RUN_IDENTITY = ("max_failures", "checkpoint_every", "cpus_per_worker")
 # (digits: 58 s of a 20 s run). Polling every 0.1 s removes that floor.
 REPORT_POLL_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1"}
 FORWARDED_ENV_PREFIXES = ("DVC_", "JEM_", *REPORT_POLL_ENV)
-
-
-class RayUnavailable(RuntimeError):
-    pass
-
-
-class TrainingFailed(RuntimeError):
-    """Pretraining raised in a worker; the message is the worker's final error line."""
 
 
 def _worker_error_line(exc: BaseException) -> str:
