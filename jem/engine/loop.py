@@ -36,7 +36,6 @@ import torch
 from torch import nn
 
 from jem import dist
-from jem.augment.masking import set_mask_ratio
 from jem.config import Config, TrainConfig, parse_config
 from jem.engine.checkpoint import load_state, save_encoder, save_state
 from jem.engine.monitor import KNNMonitor
@@ -44,6 +43,7 @@ from jem.engine.optim import build_optimizer, effective_lr, lr_at, set_lr
 from jem.engine.sources import make_source
 from jem.methods import get_method_class
 from jem.methods.base import EpochData, Method, StepContext
+from jem.models.masking import set_mask_ratio
 
 
 def build_method(cfg: Config, in_channels: int, image_size: int) -> Method:

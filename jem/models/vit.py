@@ -13,7 +13,7 @@ Adapted for 8x8 to 96x96 inputs:
 
 Blocks are pre-norm: ``x + Attn(LN(x))`` then ``x + MLP(LN(x))``. ``forward_tokens`` exposes
 every block's output (data2vec's teacher targets) and accepts a token mask, either dropping the
-masked tokens or replacing them with a given mask embedding (see :mod:`jem.augment.masking`).
+masked tokens or replacing them with a given mask embedding (see :mod:`jem.models.masking`).
 In training mode with ``mask_ratio > 0`` the plain ``forward`` drops a random ``mask_ratio`` of
 the tokens (the masking augmentation); evaluation mode never masks.
 """
@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from jem.augment.masking import drop_tokens, random_token_mask, replace_tokens
+from jem.models.masking import drop_tokens, random_token_mask, replace_tokens
 
 DIM, DEPTH, HEADS, MLP_RATIO = 192, 12, 3, 4
 
@@ -82,7 +82,7 @@ class ViT(nn.Module):
         self.blocks = nn.ModuleList(Block(dim, heads, mlp_ratio) for _ in range(depth))
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.out_dim = dim
-        self.mask_ratio = 0.0  # masking augmentation in training mode (jem.augment.masking.set_mask_ratio)
+        self.mask_ratio = 0.0  # masking augmentation in training mode (jem.models.masking.set_mask_ratio)
         self._init_weights()
 
     def _init_weights(self) -> None:

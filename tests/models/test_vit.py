@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from jem.augment.masking import set_mask_ratio
 from jem.config import ConfigError, parse_config
 from jem.models import build_backbone
+from jem.models.masking import set_mask_ratio
 from jem.models.vit import ViT, auto_patch_size
 
 
