@@ -12,7 +12,7 @@ __all__ = ["load_encoder"]
 
 def __getattr__(name: str) -> Any:
     if name == "load_encoder":
-        from jem.engine.checkpoint import load_encoder
+        from jem.export import load_encoder
 
         return load_encoder
     raise AttributeError(f"module 'jem' has no attribute {name!r}")

@@ -95,12 +95,11 @@ def evaluate(prepared: Path, encoder_dir: Path, ecfg: EvalConfig, seed: int, pro
     two augmented views (``view_a``, ``view_b``) of the test images; ``method_params`` helps
     rebuild the projector head (:func:`jem.export.load_projector`).
     """
-    from jem.engine.checkpoint import load_encoder
     from jem.evaluate.artefacts import augmented_pairs, subsample
     from jem.evaluate.collapse import correlation_matrix, cross_correlation
     from jem.evaluate.features import extract_features
     from jem.evaluate.semi import finetune
-    from jem.export import load_projector
+    from jem.export import load_encoder, load_projector
     from jem.models import build_backbone
 
     stats = json.loads((prepared / "stats.json").read_text())

@@ -3,8 +3,8 @@
 An encoder folder holds ``encoder.safetensors`` (the backbone's tensors: no pickle, safe to load),
 ``encoder.json`` (architecture, feature dim, method, projector widths and, once exported, the
 input normalisation) and optionally ``projector.safetensors`` (the projector / expander head, for
-collapse diagnostics of its outputs). :func:`jem.load_encoder` rebuilds the backbone as a ready
-``nn.Module``.
+collapse diagnostics of its outputs). :func:`load_encoder` (also ``jem.load_encoder``) rebuilds
+the backbone as a ready ``nn.Module``.
 
 :func:`export_encoder` validates a trained encoder (strict weight load, a forward pass of the right
 shape) and writes a self-describing copy: the per-channel ``mean`` / ``std`` the encoder was trained
@@ -49,6 +49,26 @@ def read_meta(folder: str | Path) -> dict[str, Any]:
     return meta
 
 
+def load_encoder(path: str | Path) -> Any:
+    """Rebuild an exported encoder from its folder (or either of its two files) as an ``nn.Module``;
+    eval mode, CPU."""
+    from safetensors.torch import load_file
+
+    from jem.models import build_backbone
+
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    meta_path, weights = folder / "encoder.json", folder / "encoder.safetensors"
+    for p in (meta_path, weights):
+        if not p.is_file():
+            raise FileNotFoundError(f"{p} not found: export an encoder with `dvc repro` (stage pretrain) first")
+    meta = json.loads(meta_path.read_text())
+    net, feat_dim = build_backbone(meta["arch"])
+    net.load_state_dict(load_file(str(weights)))
+    net.out_dim = feat_dim  # type: ignore[assignment]
+    return net.eval()
+
+
 def normalisation(meta: dict[str, Any], stats: str | Path | None = None) -> tuple[list[float], list[float]]:
     """The per-channel input ``(mean, std)``: from ``encoder.json`` when it has them (an exported
     encoder), else from a ``stats.json`` of the prepare stage (``stats``, default
@@ -85,8 +105,6 @@ def export_encoder(src: str | Path, out: str | Path, stats: str | Path | None = 
     match what ``encoder.json`` records (when it records them). ``out`` is replaced atomically.
     """
     import torch
-
-    from jem.engine.checkpoint import load_encoder
 
     src, out = Path(src), Path(out)
     meta = read_meta(src)
@@ -221,7 +239,6 @@ def embed_folder(encoder_dir: str | Path, images_dir: str | Path, stats: str | P
     """Backbone features of every image under ``images_dir``: ``(float32 (N, D), file paths)``."""
     import torch
 
-    from jem.engine.checkpoint import load_encoder
     from jem.evaluate.features import extract_features
 
     meta = read_meta(encoder_dir)

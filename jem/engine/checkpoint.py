@@ -2,7 +2,8 @@
 
 A checkpoint folder holds ``state.pt`` (method state dict, optimizer state, epochs done, per-epoch
 history); loaded with ``weights_only=True``. The exported encoder is ``encoder.safetensors`` (the
-backbone's tensors) plus ``encoder.json`` (its architecture), loadable without pickle.
+backbone's tensors) plus ``encoder.json`` (its architecture), loadable without pickle by
+:func:`jem.export.load_encoder`.
 """
 
 from __future__ import annotations
@@ -12,10 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
-
-from jem.models import build_backbone
 
 
 def save_state(folder: Path, method: nn.Module, optimizer: torch.optim.Optimizer, epochs_done: int,
@@ -48,17 +47,3 @@ def save_encoder(folder: Path, method: Any, stats: dict[str, Any] | None = None)
         meta.update(mean=list(stats["mean"]), std=list(stats["std"]))
     (folder / "encoder.json").write_text(json.dumps(meta, indent=2) + "\n")
 
-
-def load_encoder(path: str | Path) -> nn.Module:
-    """Rebuild an exported encoder from its folder (or either of its two files); eval mode, CPU."""
-    path = Path(path)
-    folder = path if path.is_dir() else path.parent
-    meta_path, weights = folder / "encoder.json", folder / "encoder.safetensors"
-    for p in (meta_path, weights):
-        if not p.is_file():
-            raise FileNotFoundError(f"{p} not found: export an encoder with `dvc repro` (stage pretrain) first")
-    meta = json.loads(meta_path.read_text())
-    net, feat_dim = build_backbone(meta["arch"])
-    net.load_state_dict(load_file(str(weights)))
-    net.out_dim = feat_dim  # type: ignore[assignment]
-    return net.eval()

@@ -124,7 +124,7 @@ def test_projector_absent_or_unloadable_is_skipped(tmp_path):
 
 
 def test_backbone_features_of_saved_encoder_match(tmp_path, prepared):
-    from jem.engine.checkpoint import load_encoder
+    from jem.export import load_encoder
 
     net, enc = trained_like(tmp_path)
     x = np.load(prepared / "test_x.npy")
