@@ -13,8 +13,8 @@ import torch
 import yaml
 
 from jem.config import Config, parse_config
-from jem.engine.loop import cpu_has_native_bf16, epoch_shards
-from jem.engine.sources import CachedViews, DeviceAugment
+from jem.engine.loop import cpu_has_native_bf16
+from jem.engine.sources import CachedViews, DeviceAugment, epoch_shards
 from jem.prepare import channel_stats
 
 SYNTHETIC = "cifar-synthetic"  # random CIFAR-shaped images: (50000, 32, 32, 3) uint8

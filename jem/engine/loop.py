@@ -40,7 +40,7 @@ from jem.config import Config, TrainConfig, parse_config
 from jem.engine.checkpoint import load_state, save_encoder, save_state
 from jem.engine.monitor import KNNMonitor
 from jem.engine.optim import build_optimizer, effective_lr, lr_at, set_lr
-from jem.engine.sources import make_source
+from jem.engine.sources import epoch_shards, make_source
 from jem.methods import get_method_class
 from jem.methods.base import EpochData, Method, StepContext
 from jem.models.masking import set_mask_ratio
@@ -62,14 +62,6 @@ def build_method(cfg: Config, in_channels: int, image_size: int) -> Method:
 
 class NonFiniteLoss(RuntimeError):
     pass
-
-
-def epoch_shards(seed: int, epoch: int, n_images: int, steps: int, world: int, batch: int) -> np.ndarray:
-    """Image ids of every worker's batches in ``epoch``: (steps, world, batch). One seeded
-    permutation shared by all workers, cut into disjoint shards, so global batch ``i`` is the same
-    set of images for 2 x 128 as for 1 x 256."""
-    order = np.random.default_rng([seed, epoch]).permutation(n_images)
-    return order[: steps * world * batch].reshape(steps, world, batch)
 
 
 def _test_kill_epoch(rank: int, world: int) -> int | None:

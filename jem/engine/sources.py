@@ -10,7 +10,8 @@ indices; it does not care whether they are read from the view cache or made on t
 
 Both take the same arguments and return the same thing: a list of ``n_global`` global views
 followed by ``n_local`` local crops, each a normalised float (B, C, S, S) tensor on the device.
-:func:`make_source` picks one from the config.
+:func:`make_source` picks one from the config. Which images make each batch is
+:func:`epoch_shards`: one seeded permutation per epoch, cut into disjoint per-worker shards.
 """
 
 from __future__ import annotations
@@ -23,6 +24,14 @@ import torch
 from jem.augment.cache import ViewCache, local_recipe, local_size
 from jem.augment.recipe import ViewParams, apply_view, sample_view_params, to_float_nchw
 from jem.config import AugmentConfig, Config
+
+
+def epoch_shards(seed: int, epoch: int, n_images: int, steps: int, world: int, batch: int) -> np.ndarray:
+    """Image ids of every worker's batches in ``epoch``: (steps, world, batch). One seeded
+    permutation shared by all workers, cut into disjoint shards, so global batch ``i`` is the same
+    set of images for 2 x 128 as for 1 x 256."""
+    order = np.random.default_rng([seed, epoch]).permutation(n_images)
+    return order[: steps * world * batch].reshape(steps, world, batch)
 
 
 def _memory_format(channels_last: bool) -> torch.memory_format:

@@ -27,16 +27,17 @@ def main() -> None:
     if not args.params.is_file():
         raise ConfigError(f"params file {str(args.params)!r} not found")
     raw = yaml.safe_load(args.params.read_text()) or {}
-    from jem.engine.tune import parse_sweep
+    from jem.sweep.space import parse_sweep
 
     scfg, trial_base, dims = parse_sweep(raw.get("sweep"), yaml.safe_load(args.base.read_text()))
     # the validation split feeds the online monitor; the test split is never read here
     for p in (args.prepared / "stats.json", args.prepared / "val_x.npy", args.views / "meta.json"):
         if not p.exists():
             raise FileNotFoundError(f"{p} not found: run the main pipeline's prepare and augment stages first")
-    from jem.engine.leaderboard import write_results
-    from jem.engine.run import cluster_address, ray_session, resolve_storage
-    from jem.engine.tune import run_sweep
+    from jem.engine.run import resolve_storage
+    from jem.engine.session import cluster_address, ray_session
+    from jem.sweep.leaderboard import write_results
+    from jem.sweep.tune import run_sweep
 
     root = Path(os.environ.get("DVC_ROOT", args.base.resolve().parent))
     storage = resolve_storage(cfg.ray.storage, root)
@@ -50,7 +51,7 @@ def main() -> None:
     print(f"sweep: {summary['trials']} trials ({summary['completed']} completed, {summary['early_stopped']} "
           f"stopped early, {summary['errored']} failed) in {summary['wall_s']:.0f} s; best: "
           + (f"{best['method']} {best['trial']} {scfg.metric} {best[scfg.metric]:.4f}" if best else "none"))
-    print(f"leaderboard: {args.out / 'leaderboard.md'}; apply: dvc exp run $(python -m jem.engine.tune "
+    print(f"leaderboard: {args.out / 'leaderboard.md'}; apply: dvc exp run $(python -m jem.sweep "
           f"--set-args {best_path})")
 
 

@@ -26,7 +26,7 @@ from e2e_util import copy_repo, git_commit_all
 
 from jem.config import defaults_dict, parse_config
 from jem.engine.run import pretrain
-from jem.engine.tune import set_dotted
+from jem.sweep.space import set_dotted
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.e2e

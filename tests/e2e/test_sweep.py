@@ -81,7 +81,7 @@ def test_sweep_pipeline_writes_a_leaderboard_with_early_stopped_trials(repo, swe
     with open(results / "curves.csv") as f:
         assert len(list(csv.DictReader(f))) == sum(int(r["epochs"]) for r in rows)  # one row per trial epoch
     board = (results / "leaderboard.md").read_text()
-    assert "**early-stopped**" in board and "python -m jem.engine.tune --set-args" in board
+    assert "**early-stopped**" in board and "python -m jem.sweep --set-args" in board
     best = json.loads((results / "best.json").read_text())
     assert best["trials"] == 4 and best["errored"] == 0 and best["early_stopped"] >= 1
     assert best["best"]["trial"] == rows[0]["trial"] and best["best"]["method"] == rows[0]["method"]
@@ -94,11 +94,11 @@ def test_best_params_become_dvc_set_arguments(repo, swept):
     best = yaml.safe_load((repo / path).read_text())
     assert best["method"] in ("vicreg", "simclr") and 0.1 <= best["train"]["lr"] <= 1.0
     assert ("methods" in best) == (best["method"] == "simclr")
-    words = _sh([sys.executable, "-m", "jem.engine.tune", "--set-args", path], repo).stdout.split()
+    words = _sh([sys.executable, "-m", "jem.sweep", "--set-args", path], repo).stdout.split()
     assert words[:2] == ["-S", f"method={best['method']}"] and f"train.lr={best['train']['lr']}" in words
     # every argument names a key of params.yaml, so `dvc exp run $(...)` accepts it
     from jem.config import parse_config
-    from jem.engine.tune import set_dotted
+    from jem.sweep.space import set_dotted
 
     sets = dict(w.split("=", 1) for w in words[1::2])
     parse_config(set_dotted(yaml.safe_load((repo / "params.yaml").read_text()),

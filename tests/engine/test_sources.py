@@ -17,7 +17,7 @@ import jem.augment.cache as cache_mod
 from jem.augment import ViewCache, build_view_cache, local_recipe, local_size
 from jem.augment.recipe import ViewParams
 from jem.config import AugmentConfig, MultiCropConfig, ViewConfig, parse_config
-from jem.engine.sources import CachedViews, DeviceAugment, make_source
+from jem.engine.sources import CachedViews, DeviceAugment, epoch_shards, make_source
 
 SIGMAS = 4.5  # two-sided, about 7e-6 per comparison
 N_PARAMS = 4096
@@ -272,3 +272,18 @@ def test_bf16_on_a_cpu_without_native_bf16_warns(monkeypatch: pytest.MonkeyPatch
         warnings.simplefilter("error")
         assert loop.speed_settings(forced, torch.device("cpu")) == (True, False)
         assert loop.speed_settings(forced, torch.device("cuda", 0)) == (True, True)  # GPUs never warn
+
+
+# ---------------------------------------------------------------------------------------- sharding
+@pytest.mark.parametrize("world", [2, 3, 4])
+def test_epoch_shards_are_disjoint_and_rebuild_the_single_worker_batches(world):
+    n, batch_total = 1000, 240
+    steps = n // batch_total
+    one = epoch_shards(7, 3, n, steps, 1, batch_total)  # (steps, 1, 240)
+    many = epoch_shards(7, 3, n, steps, world, batch_total // world)  # (steps, world, 240 / world)
+    for i in range(steps):
+        parts = [set(many[i, r].tolist()) for r in range(world)]
+        assert sum(len(p) for p in parts) == len(set().union(*parts))  # disjoint shards
+        assert set().union(*parts) == set(one[i, 0].tolist())  # same global batch as 1 x 240
+    assert len(np.unique(many)) == many.size  # no image twice in an epoch
+    assert not np.array_equal(epoch_shards(7, 4, n, steps, 1, batch_total), one)  # reshuffled each epoch

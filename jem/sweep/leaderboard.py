@@ -1,5 +1,6 @@
-"""Sweep results: the leaderboard rows of a finished sweep and the files the sweep stage writes
-(leaderboard.csv/.md, curves.csv/.png, best.json, best_params.yaml)."""
+"""Sweep results: the leaderboard rows of a finished sweep, the files the sweep stage writes
+(leaderboard.csv/.md, curves.csv/.png, best.json, best_params.yaml), and the best configuration as
+``-S`` arguments for ``dvc exp run`` (``python -m jem.sweep --set-args``)."""
 
 from __future__ import annotations
 
@@ -10,29 +11,36 @@ from typing import Any
 
 import yaml
 
-from jem.engine.tune import Dim, SweepConfig, _fmt, relevant, set_dotted
+from jem.sweep.space import Dim, SweepConfig, flatten, relevant, set_dotted
 
 
-def leaderboard(recorder: Any, trial_base: dict, dims: list[Dim], scfg: SweepConfig) -> list[dict[str, Any]]:
-    """One row per trial. ``status``: ``completed`` (full budget), ``early-stopped`` (by ASHA),
-    ``error``. Ranked completed first, then by the metric of the last epoch."""
+def fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return "-" if v is None else str(v)
+
+
+def leaderboard(log: Any, trial_base: dict, dims: list[Dim], scfg: SweepConfig) -> list[dict[str, Any]]:
+    """One row per trial of ``log`` (a :class:`jem.sweep.tune.TrialLog`). ``status``: ``completed``
+    (full budget), ``early-stopped`` (by ASHA), ``error``. Ranked completed first, then by the
+    metric of the last epoch."""
     rows = []
     sign = 1.0 if scfg.mode == "max" else -1.0
-    for tid, config in recorder.config.items():
-        hist = recorder.rows.get(tid, [])
+    for tid, config in log.config.items():
+        hist = log.rows.get(tid, [])
         params = set_dotted(trial_base, config)
         method, budget = params["method"], int(params["train"]["epochs"])
         values = [r[scfg.metric] for r in hist if r.get(scfg.metric) is not None]
-        status = recorder.status.get(tid, "error")
+        status = log.status.get(tid, "error")
         if status != "error":
             status = "completed" if len(hist) >= budget else "early-stopped"
         rows.append({"trial": tid, "status": status, "epochs": len(hist), "budget": budget,
                      scfg.metric: values[-1] if values else None,
                      f"best_{scfg.metric}": (max if scfg.mode == "max" else min)(values) if values else None,
-                     "loss": hist[-1]["loss"] if hist else None, "seconds": round(recorder.seconds.get(tid, 0.0), 1),
+                     "loss": hist[-1]["loss"] if hist else None, "seconds": round(log.seconds.get(tid, 0.0), 1),
                      "method": method,
                      **{d.key: config[d.key] if relevant(d.key, method) else None for d in dims if d.key != "method"},
-                     "error": recorder.error.get(tid, ""), "history": hist})
+                     "error": log.error.get(tid, ""), "history": hist})
     order = {"completed": 0, "early-stopped": 1, "error": 2}
     rows.sort(key=lambda r: (order[r["status"]], -sign * r[scfg.metric] if r[scfg.metric] is not None else math.inf))
     for i, r in enumerate(rows, 1):
@@ -54,7 +62,18 @@ def best_params(row: dict[str, Any], dims: list[Dim]) -> dict[str, Any]:
     return out
 
 
-APPLY_HINT = "dvc exp run $(python -m jem.engine.tune --set-args {path})"
+APPLY_HINT = "dvc exp run $(python -m jem.sweep --set-args {path})"
+
+
+def set_args(params: dict[str, Any]) -> list[str]:
+    """Nested params -> ``-S key=value`` words for ``dvc exp run`` (no quoting needed)."""
+    words = []
+    for key, value in flatten(params).items():
+        text = json.dumps(value, separators=(",", ":")) if isinstance(value, (list, bool)) else str(value)
+        if any(c.isspace() for c in text):
+            raise ValueError(f"{key} = {value!r} contains whitespace; pass it to dvc exp run -S by hand")
+        words += ["-S", f"{key}={text}"]
+    return words
 
 
 def write_results(rows: list[dict[str, Any]], dims: list[Dim], scfg: SweepConfig, out: Path, wall_s: float,
@@ -115,7 +134,7 @@ def _markdown(rows: list[dict[str, Any]], cols: list[str], summary: dict[str, An
              "winner on the test split with the evaluate stage (below).", "",
              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
-        cells = [f"**{r[c]}**" if c == "status" and r[c] != "completed" else _fmt(r.get(c)) for c in cols]
+        cells = [f"**{r[c]}**" if c == "status" and r[c] != "completed" else fmt(r.get(c)) for c in cols]
         lines.append("| " + " | ".join(cells) + " |")
     errors = [r for r in rows if r["error"]]
     if errors:

@@ -1,0 +1,150 @@
+"""The Ray lifecycle of a stage: attach to a cluster or start a private local instance, and always
+shut it down.
+
+:func:`ray_session` attaches to ``ray.address`` / ``$RAY_ADDRESS`` (checked with a 2-second TCP
+probe first, so a wrong address is one error line, not minutes of retries), else starts a private
+local instance with the dashboard off; it always shuts down, also on Ctrl-C and SIGTERM.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from typing import Any
+
+from jem.config import RayConfig
+from jem.errors import RayUnavailable
+
+# Ray Train V2 workers hand each ray.train.report to a queue of size 1 that the controller empties
+# once per health-check interval (default 2 s): with short epochs every epoch then lasts >= 2 s
+# (digits: 58 s of a 20 s run). Polling every 0.1 s removes that floor.
+REPORT_POLL_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1"}
+# environment forwarded to every Ray process when attaching to an existing cluster
+FORWARDED_ENV_PREFIXES = ("DVC_", *REPORT_POLL_ENV)
+
+
+def _check_reachable(address: str, timeout_s: float = 2.0) -> None:
+    """A TCP probe of ``host:port`` (also ``ray://host:port``); ``auto`` is left to Ray."""
+    if address == "auto":
+        return
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        raise RayUnavailable(f"ray.address = {address!r} is not host:port (or ray://host:port, auto); "
+                             "fix ray.address or $RAY_ADDRESS")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise RayUnavailable(f"cannot reach the Ray cluster at {address} ({reason.lower()}): start it with "
+                             "`ray start --head` or fix ray.address / $RAY_ADDRESS") from None
+
+
+@contextmanager
+def _sigterm_as_exit() -> Iterator[None]:
+    """Turn SIGTERM into SystemExit(143) so ``finally`` blocks (ray.shutdown) run and the
+    process exits with the conventional status."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def _local_address_env() -> Iterator[None]:
+    """Pick the GCS port of a new local instance and publish it as ``$RAY_ADDRESS`` to the Ray
+    processes it spawns. Ray's own helpers that look the cluster up by themselves (Train V2's
+    placement-group cleaner) otherwise fail with "Found multiple active Ray instances" whenever
+    another local instance runs on the machine (parallel experiments, CI jobs)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    patch = {"RAY_GCS_SERVER_PORT": str(port), "RAY_ADDRESS": f"127.0.0.1:{port}"}
+    saved = {k: os.environ.get(k) for k in patch}
+    os.environ.update(patch)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def cluster_address(rcfg: RayConfig) -> str:
+    """The cluster to attach to (``ray.address``, else ``$RAY_ADDRESS``); ``''`` = a private local instance."""
+    address = rcfg.address or os.environ.get("RAY_ADDRESS", "")
+    return "" if address == "local" else address
+
+
+@contextmanager
+def ray_session(rcfg: RayConfig) -> Iterator[str]:
+    """Connect to ``ray.address`` / ``$RAY_ADDRESS`` if given, else start a private local instance
+    (dashboard off unless ``ray.dashboard``, quiet logs). Yields the address attached to; always
+    shuts down, also on Ctrl-C and SIGTERM."""
+    address = cluster_address(rcfg)
+    if address:
+        _check_reachable(address)
+        local = None
+    else:
+        local = _local_address_env()
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    for key, value in REPORT_POLL_ENV.items():
+        os.environ.setdefault(key, value)
+    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+    # Train V2 workers log every report at INFO through a logger its log level does not reach
+    os.environ.setdefault("RAY_TRAIN_ENABLE_WORKER_STRUCTURED_LOGGING", "0")
+    if local is not None:  # spot-instance preemption does not happen on this machine
+        os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+    import ray
+
+    # Ray processes of this job log errors only: among others this silences Train V2's placement-group
+    # cleaner, which warns every second when the state API is off (no dashboard)
+    kwargs: dict[str, Any] = {"log_to_driver": rcfg.log_to_driver, "logging_level": logging.WARNING,
+                              "configure_logging": True, "logging_config": ray.LoggingConfig(log_level="ERROR")}
+    with local if local is not None else nullcontext():
+        try:
+            if local is None:
+                env = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIXES)}
+                ray.init(address=address, runtime_env={"env_vars": env} if env else None, **kwargs)
+            else:
+                ray.init(address="local", num_cpus=rcfg.num_cpus or None, include_dashboard=rcfg.dashboard,
+                         **kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise RayUnavailable(f"cannot reach the Ray cluster at {address or 'a new local instance'}: "
+                                 f"{str(exc).strip().splitlines()[0]}") from None
+        try:
+            with _sigterm_as_exit():  # after ray.init, which installs a SIGTERM handler that aborts
+                yield ray.get_runtime_context().gcs_address
+        finally:
+            ray.shutdown()
+
+
+def check_resources(workers: int, cpus_per_worker: float, gpus_per_worker: float, what: str) -> None:
+    """One clear line when a private local instance can never fit ``workers`` workers (instead of
+    waiting forever). Not used on clusters, where an autoscaler may still add nodes."""
+    import ray
+
+    res = ray.cluster_resources()
+    need_cpu, need_gpu = workers * cpus_per_worker, workers * gpus_per_worker
+    if res.get("CPU", 0) + 1e-9 < need_cpu:
+        raise RayUnavailable(f"{what}: {workers} worker(s) x {cpus_per_worker:g} CPU = {need_cpu:g} CPUs but the "
+                             f"Ray cluster has {res.get('CPU', 0):g}; lower the workers or CPUs per worker")
+    if res.get("GPU", 0) + 1e-9 < need_gpu:
+        raise RayUnavailable(f"{what}: {workers} worker(s) x {gpus_per_worker:g} GPU = {need_gpu:g} GPUs but the "
+                             f"Ray cluster has {res.get('GPU', 0):g}")
