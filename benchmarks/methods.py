@@ -37,7 +37,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from jem.method_params import METHOD_PARAMS
+from jem.methods import method_names
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -219,8 +219,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--fresh", action="store_true", help="measure again what the results file already holds")
     ap.add_argument("--out", default=None, help="output stem (default benchmarks/results/methods-<protocol>)")
     args = ap.parse_args(argv)
-    names = sorted(METHOD_PARAMS) if args.methods == "all" else [m.strip() for m in args.methods.split(",")]
-    unknown = [m for m in names if m not in METHOD_PARAMS]
+    names = method_names() if args.methods == "all" else [m.strip() for m in args.methods.split(",")]
+    unknown = [m for m in names if m not in method_names()]
     if unknown:
         sys.exit(f"error: unknown method(s) {', '.join(unknown)}; `jem methods` lists them")
     if args.seeds is not None and not all(s.strip().isdigit() for s in args.seeds.split(",")):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import field
+from functools import partial
 from typing import Any
 
 OPTIMIZERS = ("sgd", "adamw", "lars")
@@ -18,5 +19,5 @@ def knob(default: Any, **rules: Any) -> Any:
     integers).
     """
     if isinstance(default, list):
-        return field(default_factory=lambda d=default: list(d), metadata=rules)
+        return field(default_factory=partial(list, default), metadata=rules)
     return field(default=default, metadata=rules)

@@ -14,11 +14,10 @@ from jem.errors import fail, run_main
 
 
 def _cmd_methods(args: argparse.Namespace) -> None:
-    from jem.method_params import METHOD_PARAMS
+    from jem.methods import registry
 
-    for name in sorted(METHOD_PARAMS):
-        _, description, paper = METHOD_PARAMS[name]
-        print(f"{name:<12} {description} ({paper})")
+    for name, spec in registry().items():
+        print(f"{name:<12} {spec.description} ({spec.paper})")
 
 
 def _cmd_validate(args: argparse.Namespace) -> None:

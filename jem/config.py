@@ -2,8 +2,12 @@
 
 Every knob of a run lives in ``params.yaml``; this module is its schema. Loading fails *before any
 compute* with one :class:`ConfigError` line that names the key, the bad value and what is allowed
-(with a did-you-mean for typos). It imports nothing heavy (no torch), so the always-run
-``validate`` stage and ``jem methods`` start instantly.
+(with a did-you-mean for typos).
+
+The ``methods`` section and the checks that belong to one method come from the method modules
+(:mod:`jem.methods`: each holds its params dataclass and a ``validate`` hook), so building a
+:class:`Config` imports the registered methods and with them torch; this module itself imports
+nothing heavy.
 
 Constraints are declared next to each field through :func:`knob` metadata:
 ``choices`` (allowed values), ``lo``/``hi`` (inclusive bounds), ``gt`` (strict lower bound) and
@@ -22,8 +26,8 @@ from typing import Any
 
 import yaml
 
+from jem import methods as method_registry
 from jem._schema import OPTIMIZERS, TRAIN_OVERRIDES, knob
-from jem.method_params import METHOD_BACKBONES, METHOD_PARAMS
 
 DATASETS = ("digits", "fashion-mnist", "cifar10", "cifar100", "stl10", "imagefolder")
 BACKBONES = ("small_cnn", "resnet18", "vit_tiny")
@@ -139,7 +143,7 @@ class RayConfig:
 
 
 def _all_method_params() -> dict[str, Any]:
-    return {name: cls() for name, (cls, _, _) in METHOD_PARAMS.items()}
+    return {name: spec.params() for name, spec in method_registry.registry().items()}
 
 
 @dataclass(frozen=True)
@@ -163,7 +167,7 @@ class Config:
     @property
     def train_overrides(self) -> dict[str, Any]:
         """``train.*`` knobs the selected method sets itself (``methods.<name>.optimizer|lr|weight_decay``:
-        BYOL, SimSiam and DINO carry their papers' own optimiser recipes). Already applied to
+        e.g. BYOL, SimSiam and DINO carry their papers' own optimiser recipes). Already applied to
         :attr:`train` by :func:`parse_config`."""
         p = self.method_params
         return {k: getattr(p, k) for k in TRAIN_OVERRIDES if hasattr(p, k)}
@@ -172,7 +176,7 @@ class Config:
     def backbone_override(self) -> str | None:
         """The backbone the selected method needs instead of ``model.backbone`` (None: no change).
         Already applied to :attr:`model` by :func:`parse_config`."""
-        allowed = METHOD_BACKBONES.get(self.method)
+        allowed = method_registry.get_method_class(self.method).backbones
         return allowed[0] if allowed and self.model.backbone not in allowed else None
 
 
@@ -266,7 +270,7 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
         if name not in raw:
             continue
         value = raw[name]
-        if is_dataclass(tp):
+        if isinstance(tp, type) and is_dataclass(tp):
             kwargs[name] = _build(tp, value, f"{key}.")
         elif cls is Config and name == "methods":
             kwargs[name] = _build_methods(value)
@@ -284,21 +288,23 @@ def _build_methods(raw: Any) -> dict[str, Any]:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"methods = {raw!r} must be a mapping of method name -> hyperparameters")
+    specs = method_registry.registry()
     out = _all_method_params()
     for name, section in raw.items():
-        if name not in METHOD_PARAMS:
+        if name not in specs:
             raise ConfigError(f"unknown key methods.{name}; registered methods: "
-                              f"{', '.join(sorted(METHOD_PARAMS))}" + _did_you_mean(name, METHOD_PARAMS))
-        out[name] = _build(METHOD_PARAMS[name][0], section, f"methods.{name}.")
+                              f"{', '.join(specs)}" + _did_you_mean(name, specs))
+        out[name] = _build(specs[name].params, section, f"methods.{name}.")
     return out
 
 
 def parse_config(raw: Any) -> Config:
     """Validate a params mapping (as read from params.yaml) into a :class:`Config`."""
     cfg = _build(Config, raw, "")
-    if cfg.method not in METHOD_PARAMS:
+    specs = method_registry.registry()
+    if cfg.method not in specs:
         raise ConfigError(f"method {cfg.method!r} is not registered; choose one of: "
-                          f"{', '.join(sorted(METHOD_PARAMS))}" + _did_you_mean(cfg.method, METHOD_PARAMS))
+                          f"{', '.join(specs)}" + _did_you_mean(cfg.method, specs))
     _check_cross_field(cfg)
     if cfg.train_overrides:  # the method's own optimiser recipe replaces train.optimizer/lr/weight_decay
         cfg = replace(cfg, train=replace(cfg.train, **cfg.train_overrides))
@@ -311,30 +317,19 @@ def parse_config(raw: Any) -> Config:
 
 
 def _check_cross_field(cfg: Config) -> None:
-    needs = getattr(cfg.method_params, "views", 2)
+    """The checks every method shares (the views it consumes against what ``augment`` caches), then
+    the selected method's own ``validate`` hook."""
+    p = cfg.method_params
+    needs = getattr(p, "views", 2)
     k = cfg.augment.views_per_image
     if 0 < k < needs:
         raise ConfigError(f"augment.views_per_image = {k} is too small; method {cfg.method} needs "
                           f"at least {needs} views per image")
-    p, batch = cfg.method_params, cfg.train.batch_size
-    if cfg.method == "wmse":
-        if p.w_size <= p.emb_dim:
-            raise ConfigError(f"methods.wmse.w_size = {p.w_size} must exceed methods.wmse.emb_dim = {p.emb_dim} "
-                              "(the whitening covariance would be singular)")
-        if cfg.train.workers * batch <= p.emb_dim:
-            raise ConfigError(f"train.batch_size = {batch} x {cfg.train.workers} worker(s) must exceed "
-                              f"methods.wmse.emb_dim = {p.emb_dim} for W-MSE whitening")
-    if cfg.method == "data2vec" and p.top_k > cfg.model.depth:
-        raise ConfigError(f"methods.data2vec.top_k = {p.top_k} exceeds model.depth = {cfg.model.depth} "
-                          "(the teacher blocks it averages)")
-    if cfg.method == "moco" and batch < 2 * p.bn_splits:
-        raise ConfigError(f"train.batch_size = {batch} is too small for methods.moco.bn_splits = {p.bn_splits}; "
-                          f"need at least {2 * p.bn_splits}")
-    for key in ("local_crops",):
-        n_local = getattr(p, key, 0)
-        if n_local > cfg.augment.multicrop.local_crops and cfg.augment.views_per_image > 0:
-            raise ConfigError(f"methods.{cfg.method}.local_crops = {n_local} exceeds "
-                              f"augment.multicrop.local_crops = {cfg.augment.multicrop.local_crops}")
+    n_local = getattr(p, "local_crops", 0)
+    if n_local > cfg.augment.multicrop.local_crops and cfg.augment.views_per_image > 0:
+        raise ConfigError(f"methods.{cfg.method}.local_crops = {n_local} exceeds "
+                          f"augment.multicrop.local_crops = {cfg.augment.multicrop.local_crops}")
+    method_registry.get_method_class(cfg.method).validate(cfg)
     if cfg.dataset == "imagefolder" and not cfg.data.root:
         raise ConfigError("data.root = '' but dataset imagefolder needs data.root (one sub-folder "
                           "per class)")

@@ -167,11 +167,10 @@ def load_projector(folder: str | Path, method_params: Any = None) -> Any:
     feat_dim = int(meta["feat_dim"])
 
     def from_registry() -> Any:
-        from jem.method_params import METHOD_PARAMS
-        from jem.methods import get_method_class
+        from jem.methods import get_method_class, params_class
 
         name = meta.get("method", "")
-        params = method_params if method_params is not None else METHOD_PARAMS[name][0]()
+        params = method_params if method_params is not None else params_class(name)()
         return get_method_class(name)(dict(meta["arch"]), dims, params).projector
 
     builders: list[Callable[[], Any]] = [from_registry] if meta.get("method") else []

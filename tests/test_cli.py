@@ -16,8 +16,7 @@ import jem
 from jem.cli import main
 from jem.engine.checkpoint import save_encoder
 from jem.evaluate.features import extract_features
-from jem.method_params import METHOD_PARAMS
-from jem.methods import get_method_class
+from jem.methods import get_method_class, params_class
 
 ARCH = {"backbone": "small_cnn", "width": 8, "in_channels": 1, "image_size": 8}
 MEAN, STD = [0.3], [0.37]
@@ -27,7 +26,7 @@ MEAN, STD = [0.3], [0.37]
 def encoder(tmp_path):
     """An encoder folder as the pretrain stage writes it, plus the in-memory method and stats."""
     torch.manual_seed(0)
-    method = get_method_class("vicreg")(ARCH, [32, 16], METHOD_PARAMS["vicreg"][0]())
+    method = get_method_class("vicreg")(ARCH, [32, 16], params_class("vicreg")())
     with torch.no_grad():  # non-trivial BatchNorm statistics, so eval-mode equality means something
         for m in method.backbone.modules():
             if isinstance(m, torch.nn.BatchNorm2d):

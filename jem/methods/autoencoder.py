@@ -12,14 +12,22 @@ channels, and a bilinear resize to the exact size when ``size`` is not a multipl
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from jem._schema import knob
 from jem.losses.reconstruction import ReconstructionLoss
 from jem.methods import register
 from jem.methods.base import Method, StepContext
+
+
+@dataclass(frozen=True)
+class AutoencoderParams:
+    views = 1  # global views per image it consumes (a class attribute, not a knob)
+    decoder_width: int = knob(64, lo=4)  # channels of the upsampling conv decoder
 
 
 class ConvDecoder(nn.Module):
@@ -41,9 +49,11 @@ class ConvDecoder(nn.Module):
         return y.flatten(1)
 
 
-@register("autoencoder")
-class Autoencoder(Method):
-    def __init__(self, arch: dict, projector: list[int], params) -> None:
+@register("autoencoder", params=AutoencoderParams,
+          description="generative baseline: reconstruct the image from the backbone feature (MSE)",
+          paper="Hinton, Salakhutdinov 2006, Science 313(5786); review: Bengio, Courville, Vincent 2013, arXiv:1206.5538")
+class Autoencoder(Method[AutoencoderParams]):
+    def __init__(self, arch: dict, projector: list[int], params: AutoencoderParams) -> None:
         super().__init__(arch, projector, params)
         self.loss = ReconstructionLoss()
 

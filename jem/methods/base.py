@@ -1,8 +1,11 @@
 """What the engine needs from a method, and the pieces most methods share.
 
-A method is an ``nn.Module`` holding the backbone, its heads and its loss. The engine calls
-``forward(views, ctx)`` (through DDP) to get the loss and ``after_step(ctx)`` after the optimizer
-step (EMA teachers, queues). ``views`` are normalised float tensors: ``n_global`` global views
+A method is an ``nn.Module`` holding the backbone, its heads and its loss, generic over its params
+dataclass (``class VICReg(Method[VICRegParams])``; see :mod:`jem.methods` for the module layout and
+the registration). Before any compute the validate stage calls the class's :meth:`Method.validate`
+with the whole config, for checks across sections (batch size, backbone depth, view counts). The
+engine calls ``forward(views, ctx)`` (through DDP) to get the loss and ``after_step(ctx)`` after
+the optimizer step (EMA teachers, queues). ``views`` are normalised float tensors: ``n_global`` global views
 (B, C, H, W) followed by ``n_local`` local crops. Schedules (EMA momentum, teacher temperature)
 are computed from ``ctx`` so a resumed run continues them exactly.
 """
@@ -10,13 +13,18 @@ are computed from ``ctx`` so a resumed run continues them exactly.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import torch
 from torch import nn
 
 from jem.dist import Comm, Gather, current_comm
 from jem.models import build_backbone, mlp
+
+if TYPE_CHECKING:
+    from jem.config import Config
+
+P = TypeVar("P")  # the method's params dataclass
 
 
 @dataclass(frozen=True)
@@ -59,19 +67,33 @@ class EpochData:
         return self.comm.world_size
 
 
+class Method(nn.Module, Generic[P]):
+    """Base: a backbone plus a projector MLP (``model.projector`` widths).
 
-class Method(nn.Module):
-    """Base: a backbone plus a projector MLP (``model.projector`` widths)."""
+    Class attributes a method may set: ``backbones``, the backbones it can run on (empty: any; else
+    the first is used when ``model.backbone`` is not among them, e.g. data2vec's ``("vit_tiny",)``).
+    A params field or class attribute ``views`` says how many global views per image it consumes
+    (default 2) and a field ``local_crops`` how many local crops; the config checks both against
+    ``augment``. Params fields ``optimizer``, ``lr`` and ``weight_decay`` are the paper's own
+    optimiser recipe: they replace ``train.*`` for this method (:attr:`jem.config.Config.train_overrides`).
+    """
 
-    name: ClassVar[str] = ""
+    name: ClassVar[str] = ""  # set by jem.methods.register
+    backbones: ClassVar[tuple[str, ...]] = ()
     n_local: int = 0
+    params: P
 
-    def __init__(self, arch: dict[str, Any], projector: list[int], params: Any) -> None:
+    def __init__(self, arch: dict[str, Any], projector: list[int], params: P) -> None:
         super().__init__()
         self.arch, self.params = dict(arch), params
         self.backbone, self.feat_dim = build_backbone(arch)
         self.projector_dims = list(projector)
         self.projector = self.build_projector(projector)
+
+    @classmethod
+    def validate(cls, cfg: Config) -> None:
+        """Checks of ``cfg.method_params`` against the rest of ``cfg`` (``cfg.method`` is this
+        method); raise :class:`jem.config.ConfigError` with one line naming the keys. Default: none."""
 
     @property
     def n_global(self) -> int:

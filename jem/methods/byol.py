@@ -18,8 +18,11 @@ BN across replicas). Each view goes through the networks separately, as in the r
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
+from jem._schema import OPTIMIZERS, knob
 from jem.losses.distillation import BYOLLoss
 from jem.methods import register
 from jem.methods.base import Method, StepContext
@@ -27,9 +30,20 @@ from jem.methods.ema import cosine_momentum, ema_update_, make_teacher
 from jem.models import mlp
 
 
-@register("byol")
-class BYOL(Method):
-    def __init__(self, arch: dict, projector: list[int], params) -> None:
+@dataclass(frozen=True)
+class BYOLParams:
+    base_momentum: float = knob(0.996, lo=0.0, hi=1.0)  # tau_base (cosine -> 1), as the paper
+    pred_hidden: int = knob(1024, lo=1)  # predictor hidden width; paper 4096 = 16 x the 256-d output
+    optimizer: str = knob("lars", choices=OPTIMIZERS)  # replaces train.optimizer; paper LARS
+    lr: float = knob(3.0, gt=0.0, hi=100.0)  # replaces train.lr; paper 0.2 (x B/256) for 1000 epochs
+    weight_decay: float = knob(1.0e-5, lo=0.0, hi=1.0)  # replaces train.weight_decay; paper 1.5e-6
+
+
+@register("byol", params=BYOLParams,
+          description="online network predicts an EMA target's projection of the other view",
+          paper="Grill et al. 2020, arXiv:2006.07733")
+class BYOL(Method[BYOLParams]):
+    def __init__(self, arch: dict, projector: list[int], params: BYOLParams) -> None:
         super().__init__(arch, projector, params)
         out = projector[-1]
         self.predictor = mlp(out, [params.pred_hidden, out])

@@ -15,8 +15,11 @@ measures (colour dropping/projection) are not used (digits and Fashion-MNIST are
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
+from jem._schema import knob
 from jem.augment.masking import keyed_generator
 from jem.losses.pretext import NEIGHBOURS, PretextLoss, context_geometry, context_pairs
 from jem.methods import register
@@ -24,9 +27,19 @@ from jem.methods.base import Method, StepContext
 from jem.models import mlp
 
 
-@register("context")
-class Context(Method):
-    def __init__(self, arch: dict, projector: list[int], params) -> None:
+@dataclass(frozen=True)
+class ContextParams:
+    views = 1  # global views per image it consumes (a class attribute, not a knob)
+    patch: int = knob(0, lo=0)  # patch px; 0 -> (size - 2 gap) // 3 (8x8: 2); paper 96 on ~400-px images
+    gap: int = knob(-1, lo=-1)  # px between patches; -1 -> max(1, size // 16); paper 48
+    jitter: int = knob(0, lo=0)  # max px of random shift per patch; paper 7
+
+
+@register("context", params=ContextParams,
+          description="predict the relative position (8 neighbours) of a second patch",
+          paper="Doersch, Gupta, Efros 2015, arXiv:1505.05192")
+class Context(Method[ContextParams]):
+    def __init__(self, arch: dict, projector: list[int], params: ContextParams) -> None:
         super().__init__(arch, projector, params)
         self.size = int(arch["image_size"])
         self.patch, self.gap = context_geometry(self.size, params.patch, params.gap)

@@ -22,17 +22,35 @@ layer-normalised block outputs of an EMA teacher that sees the whole image (loss
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import cast
 
 import torch
 from torch import nn
 
+from jem._schema import OPTIMIZERS, knob
 from jem.augment.masking import keyed_generator, random_token_mask
+from jem.config import Config, ConfigError
 from jem.losses.masked import Data2VecLoss
 from jem.methods import register
 from jem.methods.base import Method, StepContext
 from jem.methods.ema import ema_update_, make_teacher
 from jem.models.vit import ViT
+
+
+@dataclass(frozen=True)
+class Data2VecParams:
+    views = 1  # global views per image it consumes (a class attribute, not a knob)
+    mask_ratio: float = knob(0.6, gt=0.0, hi=0.95)  # fraction of patch tokens masked; paper 0.6
+    top_k: int = knob(6, lo=1)  # teacher blocks averaged; paper 6 (ViT-B, 12 blocks)
+    beta: float = knob(2.0, lo=0.0)  # Smooth L1 beta (0 = squared error); reference vision 2
+    ema_decay: float = knob(0.99, lo=0.0, hi=1.0)  # teacher EMA at step 0; paper 0.999 (375k steps)
+    ema_end_decay: float = knob(0.999, lo=0.0, hi=1.0)  # ... annealed linearly to this; paper 0.9998
+    norm_average: bool = knob(False)  # also layer-normalise the averaged target (reference vision config)
+    target_norm: str = knob("layer", choices=("layer", "instance"))  # per-block norm: vision layer, speech/2.0 instance
+    optimizer: str = knob("adamw", choices=OPTIMIZERS)  # replaces train.optimizer; paper Adam (ViT)
+    lr: float = knob(0.001, gt=0.0, hi=100.0)  # replaces train.lr (the usual ViT AdamW lr at batch 256)
+    weight_decay: float = knob(0.05, lo=0.0, hi=1.0)  # replaces train.weight_decay (ViT AdamW: 0.05)
 
 
 def annealed_rate(start: float, end: float, step: int, total_steps: int) -> float:
@@ -41,9 +59,20 @@ def annealed_rate(start: float, end: float, step: int, total_steps: int) -> floa
     return start + (end - start) * t
 
 
-@register("data2vec")
-class Data2Vec(Method):
-    def __init__(self, arch: dict, projector: list[int], params) -> None:
+@register("data2vec", params=Data2VecParams,
+          description="masked prediction of the EMA teacher's averaged top-K layer-normalised block outputs (ViT)",
+          paper="Baevski et al. 2022, arXiv:2202.03555")
+class Data2Vec(Method[Data2VecParams]):
+    backbones = ("vit_tiny",)  # masks patch tokens: needs a transformer (the config selects it)
+
+    @classmethod
+    def validate(cls, cfg: Config) -> None:
+        p: Data2VecParams = cfg.method_params
+        if p.top_k > cfg.model.depth:
+            raise ConfigError(f"methods.data2vec.top_k = {p.top_k} exceeds model.depth = {cfg.model.depth} "
+                              "(the teacher blocks it averages)")
+
+    def __init__(self, arch: dict, projector: list[int], params: Data2VecParams) -> None:
         if arch.get("backbone") != "vit_tiny":
             raise ValueError(f"method data2vec needs model.backbone = vit_tiny (masked tokens); got "
                              f"{arch.get('backbone')!r}")

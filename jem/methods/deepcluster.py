@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -40,10 +41,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from jem._schema import OPTIMIZERS, knob
 from jem.augment.masking import keyed_generator
 from jem.losses.clustering import PseudoLabelLoss, balanced_weights, kmeans, preprocess_features
 from jem.methods import register
 from jem.methods.base import EpochData, Method, StepContext
+
+
+@dataclass(frozen=True)
+class DeepClusterParams:
+    views = 1  # global views per image it consumes (a class attribute, not a knob)
+    n_clusters: int = knob(100, lo=2)  # k; paper 10000 for ImageNet (10x the classes)
+    recluster_every: int = knob(5, lo=1)  # epochs between clusterings; paper 1 (= ~5000 steps; digits: 5 steps)
+    pca_dim: int = knob(64, lo=1)  # PCA-whitening dims before k-means; paper 256 (of 4096-d features)
+    kmeans_iters: int = knob(20, lo=1)  # Lloyd iterations; reference (faiss) 20
+    balanced: bool = knob(True)  # uniform sampling over pseudo-labels, as loss weights; paper: on
+    optimizer: str = knob("sgd", choices=OPTIMIZERS)  # replaces train.optimizer; paper SGD
+    lr: float = knob(0.1, gt=0.0, hi=100.0)  # replaces train.lr; paper 0.05
+    weight_decay: float = knob(5.0e-4, lo=0.0, hi=1.0)  # replaces train.weight_decay; paper 1e-5
 
 
 @torch.no_grad()
@@ -84,9 +99,12 @@ def eval_mode(module: nn.Module) -> Iterator[None]:
         module.train(was_training)
 
 
-@register("deepcluster")
-class DeepCluster(Method):
-    def __init__(self, arch: dict, projector: list[int], params) -> None:
+@register("deepcluster", params=DeepClusterParams,
+          description="k-means pseudo-labels of all images, re-clustered every few epochs, classified by a "
+                      "re-initialised head",
+          paper="Caron, Bojanowski, Joulin, Douze 2018, arXiv:1807.05520")
+class DeepCluster(Method[DeepClusterParams]):
+    def __init__(self, arch: dict, projector: list[int], params: DeepClusterParams) -> None:
         super().__init__(arch, projector, params)
         self.head = nn.Linear(projector[-1], params.n_clusters)
         self.loss = PseudoLabelLoss()

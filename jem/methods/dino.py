@@ -28,14 +28,35 @@ per worker unless ``train.sync_bn`` (the reference syncs BN for ResNets).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from jem._schema import OPTIMIZERS, knob
 from jem.losses.distillation import DINOLoss, teacher_temp_at
 from jem.methods import register
 from jem.methods.base import Method, StepContext
 from jem.methods.ema import cosine_momentum, ema_update_, make_teacher
+
+
+@dataclass(frozen=True)
+class DINOParams:
+    out_dim: int = knob(256, lo=2)  # K output dimensions (prototypes); paper 65536
+    student_temp: float = knob(0.1, gt=0.0)  # tau_s
+    teacher_temp: float = knob(0.04, gt=0.0)  # tau_t after the warm-up; paper 0.04-0.07
+    warmup_teacher_temp: float = knob(0.04, gt=0.0)  # tau_t at epoch 0
+    warmup_teacher_temp_epochs: int = knob(0, lo=0)  # paper 30 (of 100-800 epochs)
+    center_momentum: float = knob(0.9, lo=0.0, hi=1.0)  # m in eq. (4)
+    base_momentum: float = knob(0.996, lo=0.0, hi=1.0)  # teacher EMA lambda at step 0 (cosine -> 1)
+    norm_last_layer: bool = knob(True)  # weight-normalised last layer with g fixed to 1
+    freeze_last_layer: int = knob(1, lo=0)  # epochs during which the last layer is not updated
+    head_bn: bool = knob(False)  # BatchNorm in the head MLP (the reference's use_bn_in_head)
+    local_crops: int = knob(0, lo=0, hi=16)  # local views seen by the student (<= augment.multicrop.local_crops)
+    optimizer: str = knob("adamw", choices=OPTIMIZERS)  # replaces train.optimizer; paper AdamW
+    lr: float = knob(0.001, gt=0.0, hi=100.0)  # replaces train.lr; paper 0.0005 (x B/256)
+    weight_decay: float = knob(0.04, lo=0.0, hi=1.0)  # replaces train.weight_decay; paper 0.04 -> 0.4 (cosine)
 
 
 class WeightNormLinear(nn.Module):
@@ -74,9 +95,11 @@ class DINOHead(nn.Module):
         return self.last_layer(F.normalize(self.mlp(x), dim=-1))
 
 
-@register("dino")
-class DINO(Method):
-    def __init__(self, arch: dict, projector: list[int], params) -> None:
+@register("dino", params=DINOParams,
+          description="self-distillation: student matches a centred, sharpened EMA teacher (multi-crop)",
+          paper="Caron et al. 2021, arXiv:2104.14294")
+class DINO(Method[DINOParams]):
+    def __init__(self, arch: dict, projector: list[int], params: DINOParams) -> None:
         super().__init__(arch, projector, params)
         self.n_local = int(params.local_crops)
         self.teacher_backbone = make_teacher(self.backbone)

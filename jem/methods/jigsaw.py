@@ -14,8 +14,11 @@ the paper uses 3x3 tiles of 64 px in 75-px cells and 1000 of the 9! permutations
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
+from jem._schema import knob
 from jem.augment.masking import keyed_generator
 from jem.losses.pretext import PretextLoss, cut_tiles, hamming_permutations, normalise_tiles, shuffle_tiles
 from jem.methods import register
@@ -23,9 +26,20 @@ from jem.methods.base import Method, StepContext
 from jem.models import mlp
 
 
-@register("jigsaw")
-class Jigsaw(Method):
-    def __init__(self, arch: dict, projector: list[int], params) -> None:
+@dataclass(frozen=True)
+class JigsawParams:
+    views = 1  # global views per image it consumes (a class attribute, not a knob)
+    grid: int = knob(2, lo=2, hi=4)  # tiles per side; paper 3 (2 for 8x8 images: 4x4 tiles)
+    n_permutations: int = knob(24, lo=2)  # permutation set size; paper 1000 (of 9!); 2x2 has 24
+    gap: int = knob(-1, lo=-1)  # px cut from each cell (random tile position); -1 -> cell // 7 (paper 75 -> 64)
+    tile_norm: bool = knob(True)  # normalise each tile on its own (paper)
+
+
+@register("jigsaw", params=JigsawParams,
+          description="predict which permutation (of a fixed maximal-Hamming set) shuffled the tiles",
+          paper="Noroozi, Favaro 2016, arXiv:1603.09246")
+class Jigsaw(Method[JigsawParams]):
+    def __init__(self, arch: dict, projector: list[int], params: JigsawParams) -> None:
         super().__init__(arch, projector, params)
         g, size = params.grid, int(arch["image_size"])
         self.cell = size // g

@@ -31,15 +31,27 @@ swapped losses and enqueues both key batches, as the MoCo CIFAR demo does (which
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from jem._schema import knob
+from jem.config import Config, ConfigError
 from jem.losses.moco import MoCoQueueLoss
 from jem.methods import register
 from jem.methods.base import Comm, Method, StepContext
 from jem.methods.ema import ema_update_, make_teacher
+
+
+@dataclass(frozen=True)
+class MoCoParams:
+    temperature: float = knob(0.2, gt=0.0, hi=10.0)  # tau; v2: 0.2
+    queue_size: int = knob(1024, lo=1)  # K; paper 65536, <= the training set here (digits: 1347)
+    momentum: float = knob(0.99, lo=0.0, hi=1.0)  # m; paper 0.999 (for ~10^5+ steps)
+    bn_splits: int = knob(4, lo=1)  # BN groups per worker batch (shuffling BN); paper: 8 GPUs
+    symmetric: bool = knob(False)  # also swap the views (MoCo CIFAR demo / v3); paper: False
 
 
 def split_forward(net: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, splits: int) -> torch.Tensor:
@@ -50,9 +62,19 @@ def split_forward(net: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, 
     return torch.cat([net(c) for c in x.tensor_split(splits)])
 
 
-@register("moco")
-class MoCo(Method):
-    def __init__(self, arch: dict, projector: list[int], params) -> None:
+@register("moco", params=MoCoParams,
+          description="InfoNCE of a query against its momentum-encoded key and a queue of past keys",
+          paper="He et al. 2020, arXiv:1911.05722; Chen, Fan, Girshick, He 2020 (v2), arXiv:2003.04297")
+class MoCo(Method[MoCoParams]):
+    @classmethod
+    def validate(cls, cfg: Config) -> None:
+        p: MoCoParams = cfg.method_params
+        batch = cfg.train.batch_size
+        if batch < 2 * p.bn_splits:
+            raise ConfigError(f"train.batch_size = {batch} is too small for methods.moco.bn_splits = {p.bn_splits}; "
+                              f"need at least {2 * p.bn_splits}")
+
+    def __init__(self, arch: dict, projector: list[int], params: MoCoParams) -> None:
         super().__init__(arch, projector, params)
         self.key_encoder = make_teacher(nn.Sequential(self.backbone, self.projector))
         self.loss = MoCoQueueLoss(params.queue_size, projector[-1], params.temperature)

@@ -16,10 +16,13 @@ used by this method.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from jem._schema import knob
 from jem.augment.masking import keyed_generator
 from jem.losses.npid import NPIDLoss
 from jem.methods import register
@@ -27,9 +30,22 @@ from jem.methods.base import EpochData, Method, StepContext
 from jem.methods.deepcluster import require_indices
 
 
-@register("npid")
-class NPID(Method):
-    def __init__(self, arch: dict, projector: list[int], params) -> None:
+@dataclass(frozen=True)
+class NPIDParams:
+    views = 1  # global views per image it consumes (a class attribute, not a knob)
+    dim: int = knob(128, lo=1)  # embedding width (linear head); paper 128
+    temperature: float = knob(0.07, gt=0.0, hi=10.0)  # tau; paper 0.07
+    momentum: float = knob(0.5, lo=0.0, hi=1.0)  # bank update momentum; reference 0.5
+    loss: str = knob("softmax", choices=("softmax", "nce"))  # full non-parametric softmax (paper CIFAR) or NCE
+    nce_k: int = knob(4096, lo=1)  # noise samples m for NCE; paper 4096
+    prox_weight: float = knob(0.0, lo=0.0)  # proximal regularisation lambda; paper studies 0-50, reference 0
+
+
+@register("npid", params=NPIDParams,
+          description="instance discrimination against a memory bank of all images' features (softmax or NCE)",
+          paper="Wu, Xiong, Yu, Lin 2018, arXiv:1805.01978")
+class NPID(Method[NPIDParams]):
+    def __init__(self, arch: dict, projector: list[int], params: NPIDParams) -> None:
         super().__init__(arch, projector, params)
         p = params
         self.loss = NPIDLoss(p.temperature, p.momentum, p.loss, p.nce_k, p.prox_weight)

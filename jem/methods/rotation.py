@@ -9,9 +9,12 @@ image gets one rotation drawn from a generator keyed by (seed, step, rank). Imag
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
+from jem._schema import knob
 from jem.augment.masking import keyed_generator
 from jem.losses.pretext import PretextLoss, rotate_batch
 from jem.methods import register
@@ -19,9 +22,17 @@ from jem.methods.base import Method, StepContext
 from jem.models import mlp
 
 
-@register("rotation")
-class Rotation(Method):
-    def __init__(self, arch: dict, projector: list[int], params) -> None:
+@dataclass(frozen=True)
+class RotationParams:
+    views = 1  # global views per image it consumes (a class attribute, not a knob)
+    all_rotations: bool = knob(True)  # all four rotations of every image per batch (paper); else one random
+
+
+@register("rotation", params=RotationParams,
+          description="predict which of 0/90/180/270 degrees an image was rotated by",
+          paper="Gidaris, Singh, Komodakis 2018, arXiv:1803.07728")
+class Rotation(Method[RotationParams]):
+    def __init__(self, arch: dict, projector: list[int], params: RotationParams) -> None:
         super().__init__(arch, projector, params)
         self.loss = PretextLoss()
         self.seed = int(torch.randint(0, 2**31 - 1, (1,)))

@@ -23,21 +23,38 @@ relabelling every epoch: 0.916; every 5: 0.956).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from jem._schema import OPTIMIZERS, knob
 from jem.losses.clustering import PseudoLabelLoss, sela_labels
 from jem.methods import register
 from jem.methods.base import EpochData, Method, StepContext
 from jem.methods.deepcluster import all_features, eval_mode, require_indices
 
 
-@register("sela")
-class SeLa(Method):
-    def __init__(self, arch: dict, projector: list[int], params) -> None:
+@dataclass(frozen=True)
+class SeLaParams:
+    views = 1  # global views per image it consumes (a class attribute, not a knob)
+    n_clusters: int = knob(128, lo=2)  # K; paper 3000 (ImageNet), reference CIFAR 128
+    heads: int = knob(1, lo=1, hi=64)  # clustering heads; paper's best 10
+    lamb: float = knob(10.0, gt=0.0)  # lambda of P^lambda; reference CIFAR 10, ImageNet 25
+    relabel_every: int = knob(5, lo=1)  # epochs between label optimisations; reference CIFAR 1 (digits epochs are 5 steps)
+    optimizer: str = knob("sgd", choices=OPTIMIZERS)  # replaces train.optimizer; paper SGD
+    lr: float = knob(0.1, gt=0.0, hi=100.0)  # replaces train.lr; paper 0.05
+    weight_decay: float = knob(5.0e-4, lo=0.0, hi=1.0)  # replaces train.weight_decay; paper 1e-5
+
+
+@register("sela", params=SeLaParams,
+          description="self-labelling: equipartitioned pseudo-labels by Sinkhorn-Knopp over the training set, "
+                      "alternating with cross-entropy",
+          paper="Asano, Rupprecht, Vedaldi 2020, arXiv:1911.05371")
+class SeLa(Method[SeLaParams]):
+    def __init__(self, arch: dict, projector: list[int], params: SeLaParams) -> None:
         super().__init__(arch, projector, params)
         self.k, self.n_heads = params.n_clusters, params.heads
         self.head = nn.Linear(projector[-1], self.k * self.n_heads)

@@ -19,18 +19,31 @@ the engine applies one schedule to all parameters. BatchNorm is per worker unles
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
+from jem._schema import OPTIMIZERS, knob
 from jem.losses.distillation import SimSiamLoss
 from jem.methods import register
 from jem.methods.base import Method, StepContext
 from jem.models import mlp
 
 
-@register("simsiam")
-class SimSiam(Method):
-    def __init__(self, arch: dict, projector: list[int], params) -> None:
+@dataclass(frozen=True)
+class SimSiamParams:
+    pred_hidden: int = knob(64, lo=1)  # predictor bottleneck; paper 512 = 2048 / 4
+    optimizer: str = knob("lars", choices=OPTIMIZERS)  # replaces train.optimizer; paper SGD
+    lr: float = knob(3.0, gt=0.0, hi=100.0)  # replaces train.lr; paper SGD 0.05 (x B/256)
+    weight_decay: float = knob(1.0e-5, lo=0.0, hi=1.0)  # replaces train.weight_decay; paper 1e-4
+
+
+@register("simsiam", params=SimSiamParams,
+          description="siamese network with a predictor and stop-gradient, no momentum encoder",
+          paper="Chen, He 2021, arXiv:2011.10566")
+class SimSiam(Method[SimSiamParams]):
+    def __init__(self, arch: dict, projector: list[int], params: SimSiamParams) -> None:
         super().__init__(arch, projector, params)
         out = projector[-1]
         self.predictor = mlp(out, [params.pred_hidden, out])

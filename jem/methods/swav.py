@@ -30,21 +30,38 @@ for batches of 256 with 3000 prototypes; here B >> K). BatchNorm is per worker u
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from jem._schema import knob
 from jem.losses.swav import SwAVLoss
 from jem.methods import register
 from jem.methods.base import Gather, Method, StepContext
 
 
-@register("swav")
-class SwAV(Method):
+@dataclass(frozen=True)
+class SwAVParams:
+    n_prototypes: int = knob(30, lo=2)  # K; paper 3000 for ImageNet (3x its 1000 classes)
+    temperature: float = knob(0.1, gt=0.0)  # tau
+    epsilon: float = knob(0.03, gt=0.0)  # entropic regularisation of the codes; paper 0.05
+    sinkhorn_iters: int = knob(3, lo=1)  # Sinkhorn-Knopp iterations; paper 3
+    queue_length: int = knob(0, lo=0)  # global queue of past embeddings for the codes; 0 = off; paper 3840
+    epoch_queue_starts: int = knob(15, lo=0)  # first epoch that uses the queue; reference code 15
+    freeze_prototypes_iters: int = knob(5, lo=0)  # paper 313 (= one ImageNet epoch at batch 4096)
+    local_crops: int = knob(0, lo=0, hi=16)  # local views (<= augment.multicrop.local_crops)
+
+
+@register("swav", params=SwAVParams,
+          description="online clustering: swapped prediction of Sinkhorn codes over prototypes",
+          paper="Caron et al. 2020, arXiv:2006.09882")
+class SwAV(Method[SwAVParams]):
     queue: torch.Tensor
     queue_count: torch.Tensor
 
-    def __init__(self, arch: dict, projector: list[int], params) -> None:
+    def __init__(self, arch: dict, projector: list[int], params: SwAVParams) -> None:
         super().__init__(arch, projector, params)
         self.n_local = int(params.local_crops)
         d = projector[-1]

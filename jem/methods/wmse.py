@@ -18,16 +18,42 @@ reference code's default.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
+from jem._schema import knob
+from jem.config import Config, ConfigError
 from jem.losses.wmse import WMSELoss
 from jem.methods import register
 from jem.methods.base import Method, StepContext
 
 
-@register("wmse")
-class WMSE(Method):
-    def __init__(self, arch: dict, projector: list[int], params) -> None:
+@dataclass(frozen=True)
+class WMSEParams:
+    views: int = knob(4, lo=2, hi=16)  # positives per image d; paper W-MSE 2 and 4 (reference default 4)
+    emb_dim: int = knob(32, lo=1)  # whitened embedding width; paper 64 (CIFAR/STL), early reference code 32
+    w_size: int = knob(64, lo=2)  # whitening sub-batch; paper 128 (= 2 x emb), must exceed emb_dim
+    w_iter: int = knob(1, lo=1, hi=16)  # whitening partitions per step; paper 1
+    w_eps: float = knob(1.0e-6, lo=0.0)  # added to the covariance diagonal; reference 0
+
+
+@register("wmse", params=WMSEParams,
+          description="MSE of normalised positives after Cholesky whitening of the batch",
+          paper="Ermolov, Siarohin, Sangineto, Sebe 2021, arXiv:2007.06346")
+class WMSE(Method[WMSEParams]):
+    @classmethod
+    def validate(cls, cfg: Config) -> None:
+        p: WMSEParams = cfg.method_params
+        batch = cfg.train.batch_size
+        if p.w_size <= p.emb_dim:
+            raise ConfigError(f"methods.wmse.w_size = {p.w_size} must exceed methods.wmse.emb_dim = {p.emb_dim} "
+                              "(the whitening covariance would be singular)")
+        if cfg.train.workers * batch <= p.emb_dim:
+            raise ConfigError(f"train.batch_size = {batch} x {cfg.train.workers} worker(s) must exceed "
+                              f"methods.wmse.emb_dim = {p.emb_dim} for W-MSE whitening")
+
+    def __init__(self, arch: dict, projector: list[int], params: WMSEParams) -> None:
         if params.w_size <= params.emb_dim:
             raise ValueError(f"methods.wmse.w_size = {params.w_size} must exceed methods.wmse.emb_dim = "
                              f"{params.emb_dim}: the covariance of fewer rows than dimensions is singular")

@@ -17,8 +17,7 @@ from jem.engine.checkpoint import save_encoder
 from jem.evaluate.features import extract_features
 from jem.evaluate_run import evaluate
 from jem.export import load_projector
-from jem.method_params import METHOD_PARAMS
-from jem.methods import get_method_class, method_names
+from jem.methods import get_method_class, method_names, params_class
 
 ARCH = {"backbone": "small_cnn", "width": 8, "in_channels": 1, "image_size": 8}
 VIT_ARCH = {"backbone": "vit_tiny", "in_channels": 1, "image_size": 8, "patch_size": 2, "depth": 6}
@@ -42,7 +41,7 @@ def prepared(tmp_path):
 
 def trained_like(tmp_path, method: str = "vicreg", projector=(32, 16)):
     torch.manual_seed(0)
-    cls, params = get_method_class(method), METHOD_PARAMS[method][0]()
+    cls, params = get_method_class(method), params_class(method)()
     try:
         net = cls(ARCH, list(projector), params)
     except ValueError:  # methods that need a ViT (masked tokens)
