@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from jem.config import Config, parse_config
-from jem.engine.loop import cpu_has_native_bf16
+from jem.engine.device import cpu_has_native_bf16
 from jem.engine.sources import CachedViews, DeviceAugment, epoch_shards
 from jem.prepare import channel_stats
 
@@ -92,7 +92,7 @@ def views_needed(raw: dict[str, Any], method: str) -> int:
 
 def jem_batches(source: CachedViews | DeviceAugment, n_images: int, batch: int, n_global: int, n_local: int,
                 seed: int) -> Iterator[tuple[list[torch.Tensor], np.ndarray, int]]:
-    """The training loop's data order (jem/engine/loop.py, one worker), epoch after epoch:
+    """The training loop's data order (jem/engine/loop.py and jem/engine/sources.py, one worker), epoch after epoch:
     yields (views, sorted image ids, epoch)."""
     epoch, steps = 0, n_images // batch
     while True:

@@ -23,8 +23,9 @@ B, STEPS = 64, 4
 
 def fingerprint(name: str) -> dict[str, object]:
     from jem.config import parse_config
-    from jem.engine.loop import build_method, train_step
+    from jem.engine.loop import build_method
     from jem.engine.optim import build_optimizer
+    from jem.engine.step import train_step
     from jem.methods.base import EpochData, StepContext
 
     cfg = parse_config({"method": name})

@@ -33,7 +33,8 @@ from benchmarks.reference import reference_loader
 from benchmarks.run import REFERENCE, Runner, reference_stream
 from jem.augment.cache import ViewCache, build_view_cache
 from jem.config import Config, to_dict
-from jem.engine.loop import build_method, configure_threads, speed_settings
+from jem.engine.device import configure_threads, speed_settings
+from jem.engine.loop import build_method
 from jem.engine.sources import CachedViews, DeviceAugment
 from jem.evaluate.features import extract_features, normalise_images
 from jem.evaluate.knn import knn_eval

@@ -6,7 +6,7 @@
 
 For every method (default: all registered) and every pipeline it trains the same model with the
 same loss, optimizer and batch size through the training loop's own step
-(:func:`jem.engine.loop.train_step`) and counts views/s end to end: data, augmentation, forward,
+(:func:`jem.engine.step.train_step`) and counts views/s end to end: data, augmentation, forward,
 backward, optimizer step. The pipelines:
 
 * ``jem-cache``: the CPU path, :class:`~jem.engine.sources.CachedViews` over a view cache built
@@ -58,9 +58,11 @@ from benchmarks.common import (
 from benchmarks.reference import reference_loader
 from jem.augment.cache import ViewCache, build_view_cache
 from jem.config import Config, to_dict
-from jem.engine.loop import build_method, configure_threads, speed_settings, train_step
+from jem.engine.device import configure_threads, speed_settings
+from jem.engine.loop import build_method
 from jem.engine.optim import build_optimizer, effective_lr, lr_at, set_lr
 from jem.engine.sources import CachedViews, DeviceAugment
+from jem.engine.step import train_step
 from jem.methods import method_names
 from jem.methods.base import EpochData, StepContext
 from jem.models import build_backbone
@@ -341,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--batch-size", type=int, default=0, help="0 = train.batch_size (256)")
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads of the training "
-                    "process (jem.engine.loop.configure_threads; default: all CPUs, one Ray worker)")
+                    "process (jem.engine.device.configure_threads; default: all CPUs, one Ray worker)")
     ap.add_argument("--loader-workers", type=int, default=os.cpu_count() or 1, help="reference DataLoader workers")
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                     help="params override, as dvc exp run -S (e.g. model.backbone=resnet18); repeatable")

@@ -1,14 +1,19 @@
-"""Training checkpoints and the exported encoder.
+"""Training checkpoints and the exported encoder, and how they travel through Ray Train.
 
 A checkpoint folder holds ``state.pt`` (method state dict, optimizer state, epochs done, per-epoch
-history); loaded with ``weights_only=True``. The exported encoder is ``encoder.safetensors`` (the
-backbone's tensors) plus ``encoder.json`` (its architecture), loadable without pickle by
-:func:`jem.export.load_encoder`.
+history); loaded with ``weights_only=True``. The final one also holds the exported encoder:
+``encoder.safetensors`` (the backbone's tensors) plus ``encoder.json`` (its architecture),
+loadable without pickle by :func:`jem.export.load_encoder`.
+
+Every worker reports every epoch (:func:`report_epoch`); on checkpoint epochs rank 0 attaches the
+folder. A (re)started worker group resumes from the last checkpoint Ray's controller collected
+(:func:`resume`), which replays the same data as an uninterrupted run.
 """
 
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -47,3 +52,32 @@ def save_encoder(folder: Path, method: Any, stats: dict[str, Any] | None = None)
         meta.update(mean=list(stats["mean"]), std=list(stats["std"]))
     (folder / "encoder.json").write_text(json.dumps(meta, indent=2) + "\n")
 
+
+def resume(method: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, list[dict[str, float]]]:
+    """Restore the Ray Train checkpoint this worker group starts from into ``method`` and
+    ``optimizer``; returns (epochs done, history), ``(0, [])`` on a fresh run."""
+    import ray.train
+
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is None:
+        return 0, []
+    with ckpt.as_directory() as d:
+        return load_state(Path(d), method, optimizer)
+
+
+def report_epoch(row: dict[str, float], epochs_done: int, *, rank: int, save: bool, final: bool, method: Any,
+                 optimizer: torch.optim.Optimizer, history: list[dict[str, float]], stats: dict[str, Any]) -> None:
+    """Report an epoch's ``row`` to Ray Train (every worker calls it). With ``save`` rank 0 attaches
+    a checkpoint of ``method``, ``optimizer``, ``epochs_done`` and ``history``, plus the exported
+    encoder when ``final``."""
+    import ray.train
+
+    if not save:
+        ray.train.report(row)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        if rank == 0:
+            save_state(Path(tmp), method, optimizer, epochs_done, history)
+            if final:
+                save_encoder(Path(tmp), method, stats)
+        ray.train.report(row, checkpoint=ray.train.Checkpoint.from_directory(tmp) if rank == 0 else None)

@@ -1,5 +1,12 @@
 """The one training loop, run by every Ray Train worker. Read it top to bottom.
 
+:func:`train_worker` sets the worker up (:func:`setup`: device, data source, model, optimizer,
+schedule), resumes from the last checkpoint, then runs the epochs: :func:`run_epoch` trains one,
+the :class:`~jem.engine.monitor.Monitor` watches it and :func:`~jem.engine.checkpoint.report_epoch`
+reports it to Ray Train with a checkpoint every ``train.checkpoint_every`` epochs. Its parts:
+:mod:`~jem.engine.sources` (the data), :mod:`~jem.engine.step` (one optimizer step),
+:mod:`~jem.engine.checkpoint`, :mod:`~jem.engine.monitor` and :mod:`~jem.engine.device`.
+
 Data: every epoch each worker takes its own shard of a seeded permutation of the training images
 (same permutation on every worker, disjoint shards), so the effective batch is
 ``workers x batch_size``. A source (:mod:`jem.engine.sources`) turns a batch of image ids into
@@ -20,14 +27,11 @@ uninterrupted one.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
-import signal
-import tempfile
 import time
-import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +41,12 @@ from torch import nn
 
 from jem import dist
 from jem.config import Config, TrainConfig, parse_config
-from jem.engine.checkpoint import load_state, save_encoder, save_state
-from jem.engine.monitor import KNNMonitor
+from jem.engine.checkpoint import report_epoch, resume
+from jem.engine.device import configure_threads, speed_settings, worker_device
+from jem.engine.monitor import Monitor, replica_report
 from jem.engine.optim import build_optimizer, effective_lr, lr_at, set_lr
-from jem.engine.sources import epoch_shards, make_source
+from jem.engine.sources import CachedViews, DeviceAugment, epoch_shards, make_source
+from jem.engine.step import train_step
 from jem.methods import get_method_class
 from jem.methods.base import EpochData, Method, StepContext
 from jem.models.masking import set_mask_ratio
@@ -60,155 +66,45 @@ def build_method(cfg: Config, in_channels: int, image_size: int) -> Method:
     return method
 
 
-class NonFiniteLoss(RuntimeError):
-    pass
+@dataclass
+class Worker:
+    """Everything one Ray Train worker trains with, built once by :func:`setup`."""
+
+    cfg: Config
+    rank: int
+    world: int
+    device: torch.device
+    stats: dict[str, Any]  # the prepare stage's stats.json (mean, std, num_classes)
+    source: CachedViews | DeviceAugment
+    train_images: np.ndarray  # uint8 (N, H, W, C), memory-mapped: what on_epoch_start may read
+    method: Method
+    model: nn.Module  # ``method``, or its DistributedDataParallel wrapper
+    optimizer: torch.optim.Optimizer
+    comm: dist.Comm  # what methods may use to talk to the other workers
+    amp: bool
+    peak_lr: float
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
 
 
-def _test_kill_epoch(rank: int, world: int) -> int | None:
-    """Test hook for the fault-tolerance tests: with ``JEM_TEST_KILL_EPOCH=k`` and
-    ``JEM_TEST_KILL_MARKER=<path>`` the last rank SIGKILLs itself halfway through epoch ``k``,
-    once (it creates the marker file first, so the restarted worker trains on). It waits 3 s
-    before the kill: Ray's controller polls workers for reports every 2 s, and a checkpoint it has
-    not collected yet is lost with the worker."""
-    epoch, marker = os.environ.get("JEM_TEST_KILL_EPOCH"), os.environ.get("JEM_TEST_KILL_MARKER")
-    if epoch is None or not marker or rank != world - 1 or os.path.exists(marker):
-        return None
-    return int(epoch)
-
-
-def _maybe_kill(kill_epoch: int | None, epoch: int, step_in_epoch: int, steps: int) -> None:
-    if kill_epoch == epoch and step_in_epoch == steps // 2:
-        Path(os.environ["JEM_TEST_KILL_MARKER"]).write_text(f"killed pid {os.getpid()} in epoch {epoch}\n")
-        time.sleep(3.0)
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _replica_report(method: nn.Module, world: int) -> dict[str, float]:
-    """How many Ray nodes the workers ran on, and the largest difference of a parameter checksum
-    between replicas (0 when DDP kept them in sync)."""
-    if world == 1:
-        return {"nodes": 1, "replica_param_spread": 0.0}
-    import ray
-    import torch.distributed as torch_dist
-
-    mine = (ray.get_runtime_context().get_node_id(), float(sum(p.detach().double().sum() for p in
-                                                               method.parameters())))
-    allv: list[Any] = [None] * world
-    torch_dist.all_gather_object(allv, mine)
-    sums = [v[1] for v in allv]
-    return {"nodes": len({v[0] for v in allv}), "replica_param_spread": max(sums) - min(sums)}
-
-
-def configure_threads(cpus: float) -> None:
-    """Intra-op threads = the worker's CPUs (Ray's ``cpus_per_worker``, at least 1), one inter-op
-    thread (the loop never runs ops concurrently), so workers sharing a node do not oversubscribe it."""
-    torch.set_num_threads(max(1, int(cpus)))
-    with contextlib.suppress(RuntimeError):  # only settable before the first parallel region
-        torch.set_num_interop_threads(1)
-
-
-def speed_settings(tcfg: TrainConfig, device: torch.device) -> tuple[bool, bool]:
-    """(bf16 autocast, channels_last) from ``train.precision`` / ``train.memory_format``; ``auto``
-    turns each on for CUDA devices and off on the CPU."""
-    gpu = device.type == "cuda"
-    amp = tcfg.precision == "bf16" or (tcfg.precision == "auto" and gpu)
-    channels_last = tcfg.memory_format == "channels_last" or (tcfg.memory_format == "auto" and gpu)
-    if amp and device.type == "cpu" and not cpu_has_native_bf16():
-        warnings.warn("train.precision=bf16 on a CPU without native bf16 (AVX512-BF16 or AMX): autocast is emulated "
-                      "there and about 10x slower than fp32; use train.precision=fp32 (or auto) on this machine",
-                      RuntimeWarning, stacklevel=2)
-    return amp, channels_last
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether oneDNN runs bf16 natively on this CPU (AVX512-BF16 or AMX). Where torch cannot
-    tell, assume it does (no warning rather than a wrong one)."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return True
-
-
-def train_step(model: nn.Module, method: Method, optimizer: torch.optim.Optimizer, views: list[torch.Tensor],
-               ctx: StepContext, amp: bool = False) -> torch.Tensor:
-    """One optimizer step on a batch of views (forward under optional bf16 autocast, backward, hooks,
-    optimizer step); returns the detached float32 loss. Raises :class:`NonFiniteLoss` before the update."""
-    with torch.autocast(views[0].device.type, dtype=torch.bfloat16, enabled=amp):
-        out = model(views, ctx)
-    loss = out["loss"].float()
-    if not torch.isfinite(loss):
-        raise NonFiniteLoss(f"non-finite loss {loss.item()} at step {ctx.step} (epoch {ctx.epoch}) of method "
-                            f"{method.name}: the learning rate ({optimizer.param_groups[0]['lr']:.3g}) is "
-                            "probably too high, or an embedding collapsed to zero variance")
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    method.before_optimizer_step(ctx)
-    optimizer.step()
-    method.after_step(ctx)
-    return loss.detach()
-
-
-def _progress(total: int, initial: int, enabled: bool) -> Any:
-    if not enabled:
-        return None
-    try:  # renders properly on the Ray driver's terminal
-        from ray.experimental.tqdm_ray import tqdm
-    except ImportError:  # pragma: no cover
-        from tqdm import tqdm
-    bar = tqdm(total=total, desc="pretrain", unit="step")
-    bar.update(initial)
-    return bar
-
-
-def _live(path: str | None, history: list[dict[str, float]]) -> Any:
-    """Rank-0 DVCLive logger; on resume the curve is replayed from the checkpoint's history so the
-    plot is whole even though DVC cleared the folder before re-running the stage."""
-    if not path:
-        return None
-    from dvclive import Live
-
-    live = Live(dir=path, dvcyaml=None, save_dvc_exp=False, report=None)
-    for row in history:
-        _log_epoch(live, row)
-    return live
-
-
-def _log_epoch(live: Any, row: dict[str, float]) -> None:
-    live.step = int(row["epoch"])
-    for key in ("loss", "lr", "views_per_s"):
-        live.log_metric(f"train/{key}", row[key])
-    if "val_knn_top1" in row:
-        live.log_metric("monitor/val_knn_top1", row["val_knn_top1"])
-    live.make_summary()
-
-
-def train_worker(config: dict[str, Any]) -> dict[str, Any] | None:
-    """Ray Train worker entry point. ``config``: {"params": raw params mapping, "prepared": dir,
-    "views": dir, "live": dvclive dir or None, "progress": bool}."""
-    import ray.train
-
-    cfg = parse_config(config["params"])
-    tcfg = cfg.train
-    tctx = ray.train.get_context()
-    rank, world = tctx.get_world_rank(), tctx.get_world_size()
-    configure_threads(tcfg.cpus_per_worker)
-    if tcfg.use_gpu:
-        import ray.train.torch
-
-        device = ray.train.torch.get_device()
-    else:
-        device = torch.device("cpu")
-
-    stats = json.loads((Path(config["prepared"]) / "stats.json").read_text())
+def _load_data(cfg: Config, prepared: Path, views: Path, device: torch.device, channels_last: bool
+               ) -> tuple[dict[str, Any], CachedViews | DeviceAugment, np.ndarray]:
+    """(stats.json, the batch source, the un-augmented training images)."""
+    stats = json.loads((prepared / "stats.json").read_text())
     mean = torch.tensor(stats["mean"], device=device).view(1, -1, 1, 1)
     std = torch.tensor(stats["std"], device=device).view(1, -1, 1, 1)
-    amp, channels_last = speed_settings(tcfg, device)
-    source = make_source(cfg, Path(config["prepared"]), Path(config["views"]), mean, std, device, channels_last)
-    n_images = source.num_images
-    prepared = Path(config["prepared"])
+    source = make_source(cfg, prepared, views, mean, std, device, channels_last)
     pretrain_file = prepared / "pretrain_x.npy"
     train_images = np.load(pretrain_file if pretrain_file.exists() else prepared / "train_x.npy", mmap_mode="r")
+    return stats, source, train_images
 
+
+def _build_model(cfg: Config, source: CachedViews | DeviceAugment, device: torch.device, world: int,
+                 channels_last: bool) -> tuple[Method, nn.Module]:
+    """The seeded method on ``device`` (channels_last, compiled backbone, SyncBatchNorm as configured)
+    and the module to call: the method itself, or its DDP wrapper on several workers."""
+    tcfg = cfg.train
     torch.manual_seed(cfg.seed)
     method = build_method(cfg, source.channels, source.size).to(device)
     if channels_last:
@@ -220,81 +116,95 @@ def train_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     model: nn.Module = method
     if world > 1:
         model = nn.parallel.DistributedDataParallel(method, device_ids=[device.index] if tcfg.use_gpu else None)
-    comm = dist.current_comm()  # what methods may use to talk to the other workers
-    peak_lr = effective_lr(tcfg, world)
-    optimizer = build_optimizer(method, tcfg, peak_lr)
+    return method, model
 
-    batch = tcfg.batch_size
-    steps_per_epoch = n_images // (world * batch)
+
+def _schedule(tcfg: TrainConfig, n_images: int, world: int) -> tuple[int, int, int]:
+    """(steps per epoch, total steps, warmup steps) of ``world`` workers sharing ``n_images``."""
+    steps_per_epoch = n_images // (world * tcfg.batch_size)
     if steps_per_epoch == 0:
-        raise ValueError(f"train.batch_size = {batch} x {world} worker(s) exceeds the {n_images} training "
+        raise ValueError(f"train.batch_size = {tcfg.batch_size} x {world} worker(s) exceeds the {n_images} training "
                          "images; lower train.batch_size")
     total_steps = steps_per_epoch * tcfg.epochs
-    warmup = min(tcfg.warmup_epochs * steps_per_epoch, total_steps // 2)
+    return steps_per_epoch, total_steps, min(tcfg.warmup_epochs * steps_per_epoch, total_steps // 2)
 
-    start_epoch, history = 0, []
-    ckpt = ray.train.get_checkpoint()
-    if ckpt is not None:
-        with ckpt.as_directory() as d:
-            start_epoch, history = load_state(Path(d), method, optimizer)
 
-    live = _live(config.get("live"), history) if rank == 0 else None
-    every = cfg.eval.monitor_every
-    monitor = (KNNMonitor(Path(config["prepared"]), cfg.eval, stats["mean"], stats["std"], int(stats["num_classes"]),
-                          cfg.seed) if every and rank == 0 else None)
-    bar = _progress(total_steps, start_epoch * steps_per_epoch, rank == 0 and config.get("progress", True))
+def setup(cfg: Config, rank: int, world: int, prepared: Path, views: Path) -> Worker:
+    """Device and threads, data, model, optimizer and learning-rate schedule of worker ``rank``."""
+    tcfg = cfg.train
+    configure_threads(tcfg.cpus_per_worker)
+    device = worker_device(tcfg)
+    amp, channels_last = speed_settings(tcfg, device)
+    stats, source, train_images = _load_data(cfg, prepared, views, device, channels_last)
+    method, model = _build_model(cfg, source, device, world, channels_last)
+    comm = dist.current_comm()
+    peak_lr = effective_lr(tcfg, world)
+    optimizer = build_optimizer(method, tcfg, peak_lr)
+    steps_per_epoch, total_steps, warmup_steps = _schedule(tcfg, source.num_images, world)
+    return Worker(cfg, rank, world, device, stats, source, train_images, method, model, optimizer, comm, amp,
+                  peak_lr, steps_per_epoch, total_steps, warmup_steps)
+
+
+def run_epoch(w: Worker, epoch: int, monitor: Monitor) -> dict[str, float]:
+    """Train one epoch on this worker's shard; returns its row (mean loss over all workers, last
+    learning rate, throughput, seconds)."""
+    cfg, method, steps = w.cfg, w.method, w.steps_per_epoch
+    w.model.train()
+    shards = epoch_shards(cfg.seed, epoch, w.source.num_images, steps, w.world, cfg.train.batch_size)[:, w.rank]
+    view_rng = np.random.default_rng([cfg.seed, epoch, w.rank, 1])
+    method.on_epoch_start(EpochData(epoch, w.train_images, w.stats["mean"], w.stats["std"], w.device, w.comm))
+    loss_sum = torch.zeros((), dtype=torch.float64)
+    t0 = time.perf_counter()
+    for i in range(steps):
+        step = epoch * steps + i
+        idx = np.sort(shards[i])
+        ctx = StepContext(epoch, step, w.total_steps, steps, indices=torch.from_numpy(idx).to(w.device), comm=w.comm)
+        views = w.source.views(idx, method.n_global, method.n_local, view_rng)
+        set_lr(w.optimizer, lr_at(step, w.total_steps, w.warmup_steps, w.peak_lr, cfg.train.min_lr_ratio))
+        loss = train_step(w.model, method, w.optimizer, views, ctx, w.amp)
+        loss_sum += loss.double().cpu()
+        monitor.step()
+    elapsed = time.perf_counter() - t0
+    mean_loss = float(dist.all_reduce_mean_nograd(loss_sum)) / steps
     n_views = method.n_global + method.n_local
-    kill_epoch = _test_kill_epoch(rank, world)
+    return {"epoch": epoch, "loss": mean_loss, "lr": w.optimizer.param_groups[0]["lr"],
+            "views_per_s": steps * cfg.train.batch_size * w.world * n_views / elapsed, "epoch_s": elapsed}
+
+
+def train_worker(config: dict[str, Any]) -> dict[str, Any] | None:
+    """Ray Train worker entry point. ``config``: {"params": raw params mapping, "prepared": dir,
+    "views": dir, "live": dvclive dir or None, "progress": bool}. Returns the run summary on rank 0."""
+    import ray.train
+
+    cfg = parse_config(config["params"])
+    tctx = ray.train.get_context()
+    w = setup(cfg, tctx.get_world_rank(), tctx.get_world_size(), Path(config["prepared"]), Path(config["views"]))
+    start_epoch, history = resume(w.method, w.optimizer)
+    epochs, every = cfg.train.epochs, cfg.train.checkpoint_every
+    monitor = Monitor.for_rank(w.rank, cfg, config, w.stats, history, w.total_steps, start_epoch * w.steps_per_epoch)
     t_run = time.perf_counter()
-    for epoch in range(start_epoch, tcfg.epochs):
-        model.train()
-        shards = epoch_shards(cfg.seed, epoch, n_images, steps_per_epoch, world, batch)[:, rank]
-        view_rng = np.random.default_rng([cfg.seed, epoch, rank, 1])
-        method.on_epoch_start(EpochData(epoch, train_images, stats["mean"], stats["std"], device, comm))
-        loss_sum = torch.zeros((), dtype=torch.float64)
-        t0 = time.perf_counter()
-        for i in range(steps_per_epoch):
-            _maybe_kill(kill_epoch, epoch, i, steps_per_epoch)
-            step = epoch * steps_per_epoch + i
-            idx = np.sort(shards[i])
-            ctx = StepContext(epoch, step, total_steps, steps_per_epoch, indices=torch.from_numpy(idx).to(device),
-                              comm=comm)
-            views = source.views(idx, method.n_global, method.n_local, view_rng)
-            set_lr(optimizer, lr_at(step, total_steps, warmup, peak_lr, tcfg.min_lr_ratio))
-            loss = train_step(model, method, optimizer, views, ctx, amp)
-            loss_sum += loss.double().cpu()
-            if bar is not None:
-                bar.update(1)
-        elapsed = time.perf_counter() - t0
-        mean_loss = float(dist.all_reduce_mean_nograd(loss_sum)) / steps_per_epoch
-        row = {"epoch": epoch, "loss": mean_loss, "lr": optimizer.param_groups[0]["lr"],
-               "views_per_s": steps_per_epoch * batch * world * n_views / elapsed, "epoch_s": elapsed}
-        if monitor is not None and ((epoch + 1) % every == 0 or epoch == tcfg.epochs - 1):
-            row["val_knn_top1"] = monitor(method.backbone, device)
+    for epoch in range(start_epoch, epochs):
+        row = run_epoch(w, epoch, monitor)
+        monitor.end_epoch(row, epoch, w.method.backbone, w.device)
         history.append(row)
-        if live is not None:
-            _log_epoch(live, row)
-        last = epoch == tcfg.epochs - 1
-        if last or (epoch + 1) % tcfg.checkpoint_every == 0:
-            with tempfile.TemporaryDirectory() as tmp:
-                if rank == 0:
-                    save_state(Path(tmp), method, optimizer, epoch + 1, history)
-                    if last:
-                        save_encoder(Path(tmp), method, stats)
-                ray.train.report(row, checkpoint=ray.train.Checkpoint.from_directory(tmp) if rank == 0 else None)
-        else:
-            ray.train.report(row)
-    if bar is not None:
-        bar.close()
-    if live is not None:
-        live.end()
-    replicas = _replica_report(method, world)
-    if rank != 0:
+        last = epoch == epochs - 1
+        report_epoch(row, epoch + 1, rank=w.rank, save=last or (epoch + 1) % every == 0, final=last,
+                     method=w.method, optimizer=w.optimizer, history=history, stats=w.stats)
+    monitor.close()
+    replicas = replica_report(w.method, w.world)
+    if w.rank != 0:
         return None
-    done = history[start_epoch:] if start_epoch < tcfg.epochs else history[-1:]
-    views = sum(r["views_per_s"] * r["epoch_s"] for r in done)
+    return _summary(w, history, start_epoch, time.perf_counter() - t_run) | replicas
+
+
+def _summary(w: Worker, history: list[dict[str, float]], start_epoch: int, train_s: float) -> dict[str, Any]:
+    """Rank 0's run summary: throughput over the epochs this run trained (the last epoch's when it
+    resumed a finished run)."""
+    epochs = w.cfg.train.epochs
+    done = history[start_epoch:] if start_epoch < epochs else history[-1:]
+    n_views = sum(r["views_per_s"] * r["epoch_s"] for r in done)
     secs = sum(r["epoch_s"] for r in done)
-    return {"start_epoch": start_epoch, "epochs": tcfg.epochs, "final_loss": history[-1]["loss"],
-            "views_per_s": views / secs if secs > 0 else math.nan, "train_s": time.perf_counter() - t_run,
-            "effective_lr": peak_lr, "effective_batch": world * batch, "workers": world,
-            "steps_per_epoch": steps_per_epoch, "pid": os.getpid(), **replicas}
+    return {"start_epoch": start_epoch, "epochs": epochs, "final_loss": history[-1]["loss"],
+            "views_per_s": n_views / secs if secs > 0 else math.nan, "train_s": train_s,
+            "effective_lr": w.peak_lr, "effective_batch": w.world * w.cfg.train.batch_size, "workers": w.world,
+            "steps_per_epoch": w.steps_per_epoch, "pid": os.getpid()}

@@ -2,8 +2,9 @@
 
 * a 2-node Ray cluster (``ray.cluster_utils.Cluster``, 1 CPU per node) pretrains with one worker
   per node (``ray.placement_strategy: SPREAD``) through ``jem.engine.run.pretrain``;
-* a training worker SIGKILLs itself halfway through epoch 2 (test hook in the loop): Ray Train
-  restarts the worker group from the epoch-2 checkpoint and the run ends exactly where the
+* a training worker is SIGKILLed from outside during epoch 2 (the test finds the Ray Train worker
+  process among its own descendants once Ray's controller has registered the epoch-2 checkpoint):
+  Ray Train restarts the worker group from that checkpoint and the run ends exactly where the
   uninterrupted 2-node run ended;
 * the ``dvc repro`` of the pretrain stage is SIGKILLed (whole process group, Ray included) after
   checkpoints were written: ``dvc repro`` again resumes (``start_epoch > 0``) and writes the
@@ -16,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -98,12 +100,65 @@ def test_two_node_cluster_runs_one_worker_per_node(two_nodes, data):
     assert not (out / "ray_results" / summary["run_name"]).exists()  # removed after success
 
 
+def _train_workers_of_this_process() -> list:
+    """The Ray Train worker processes of the Ray instance this test process started (its
+    descendants): never those of another Ray instance on the machine."""
+    import psutil
+
+    found = []
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if "ray::RayTrainWorker" in " ".join(proc.cmdline()):
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def _registered_epochs(storage: Path) -> int | None:
+    """Epochs done of the newest checkpoint Ray's controller has registered (its checkpoint-manager
+    snapshot, written when it collects a checkpoint), None before the first."""
+    for snapshot in storage.glob("pretrain-*/checkpoint_manager_snapshot.json"):
+        try:
+            latest = json.loads(snapshot.read_text()).get("latest_checkpoint_result")
+        except (OSError, ValueError):  # being written
+            continue
+        if latest:
+            return int(latest["metrics"]["epoch"]) + 1
+    return None
+
+
+def _kill_a_worker_after(storage: Path, epochs_done: int, killed: dict, stop: threading.Event) -> None:
+    """Once the checkpoint of ``epochs_done`` epochs is registered (the workers are then in the next
+    epoch), SIGKILL one Ray Train worker process of this test's Ray instance."""
+    while not stop.is_set():
+        registered = _registered_epochs(storage)
+        if registered is not None and registered >= epochs_done:
+            workers = _train_workers_of_this_process()
+            if registered == epochs_done and workers:
+                victim = workers[-1]
+                killed.update(pid=victim.pid, cmdline=" ".join(" ".join(victim.cmdline()).split()), after_epochs=registered)
+                victim.kill()
+            else:
+                killed.update(missed=f"checkpoint of {registered} epoch(s), {len(workers)} worker process(es)")
+            return
+        time.sleep(0.01)
+
+
 def test_killed_worker_is_restarted_from_the_last_checkpoint(data, two_nodes, tmp_path, monkeypatch):
-    marker = tmp_path / "killed.txt"
-    monkeypatch.setenv("JEM_TEST_KILL_EPOCH", "2")
-    monkeypatch.setenv("JEM_TEST_KILL_MARKER", str(marker))
-    summary = _run(data, tmp_path, **{"train.max_failures": 1})
-    assert marker.read_text().startswith("killed pid")  # rank 1 really died in epoch 2
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)  # a private local instance: its workers are our descendants
+    killed: dict = {}
+    stop = threading.Event()
+    watcher = threading.Thread(target=_kill_a_worker_after, args=(tmp_path / "ray_results", 2, killed, stop),
+                               daemon=True)
+    watcher.start()
+    try:
+        summary = _run(data, tmp_path, **{"train.max_failures": 1})
+    finally:
+        stop.set()
+        watcher.join(timeout=10)
+    assert "pid" in killed, killed  # a worker process really died in epoch 2
+    assert "ray::RayTrainWorker" in killed["cmdline"] and killed["after_epochs"] == 2
     assert summary["start_epoch"] == 2 and summary["epochs"] == EPOCHS
     assert summary["workers"] == 2 and summary["replica_param_spread"] == 0.0
     # resumed from the epoch-2 checkpoint it replays the same data: same end as the uninterrupted run
@@ -116,8 +171,7 @@ def _env():
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     env.update(DVC_NO_ANALYTICS="true", DVC_PAGER="")
-    for key in ("RAY_ADDRESS", "JEM_TEST_KILL_EPOCH", "JEM_TEST_KILL_MARKER"):
-        env.pop(key, None)
+    env.pop("RAY_ADDRESS", None)
     return env
 
 

@@ -227,8 +227,9 @@ def test_loop_trains_on_device_augmented_views(monkeypatch: pytest.MonkeyPatch, 
 
 def test_train_step_with_bf16_autocast_and_channels_last_on_cpu() -> None:
     """The GPU switches through the same step function, exercised on the CPU."""
-    from jem.engine.loop import build_method, train_step
+    from jem.engine.loop import build_method
     from jem.engine.optim import build_optimizer
+    from jem.engine.step import train_step
     from jem.methods.base import StepContext
 
     cfg = parse_config({"method": "simclr", "model": {"width": 4, "projector": [16, 8]}})
@@ -247,7 +248,7 @@ def test_train_step_with_bf16_autocast_and_channels_last_on_cpu() -> None:
 
 
 def test_speed_settings_default_off_on_cpu_and_on_for_gpus() -> None:
-    from jem.engine.loop import speed_settings
+    from jem.engine.device import speed_settings
 
     cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)  # a device object needs no GPU
     auto = parse_config({}).train
@@ -261,17 +262,17 @@ def test_speed_settings_default_off_on_cpu_and_on_for_gpus() -> None:
 def test_bf16_on_a_cpu_without_native_bf16_warns(monkeypatch: pytest.MonkeyPatch) -> None:
     """Emulated bf16 autocast is ~10x slower than fp32 (measured on an AVX2-only EPYC: 14 s vs 1.2 s
     per VICReg step at 28 px), so forcing it there is worth one clear line."""
-    from jem.engine import loop
+    from jem.engine import device
 
     forced = parse_config({"train": {"precision": "bf16"}}).train
-    monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: False)
     with pytest.warns(RuntimeWarning, match="without native bf16"):
-        assert loop.speed_settings(forced, torch.device("cpu")) == (True, False)
-    monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: True)
+        assert device.speed_settings(forced, torch.device("cpu")) == (True, False)
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: True)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert loop.speed_settings(forced, torch.device("cpu")) == (True, False)
-        assert loop.speed_settings(forced, torch.device("cuda", 0)) == (True, True)  # GPUs never warn
+        assert device.speed_settings(forced, torch.device("cpu")) == (True, False)
+        assert device.speed_settings(forced, torch.device("cuda", 0)) == (True, True)  # GPUs never warn
 
 
 # ---------------------------------------------------------------------------------------- sharding
