@@ -2,7 +2,7 @@
 
 The error types that are not tied to one module live here, so that this module imports nothing
 heavy (no numpy, torch or Ray): the data readers, the Ray driver and the stages import from it,
-never the other way round. ``ConfigError`` stays beside the params schema (:mod:`jem.config`).
+never the other way round. ``ConfigError`` stays beside the params schema (:mod:`jem.sections`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ class TrainingFailed(RuntimeError):
 
 
 def user_error_types() -> tuple[type[BaseException], ...]:
-    from jem.config import ConfigError
+    from jem.sections import ConfigError
 
     return (ConfigError, DataError, FileNotFoundError, RayUnavailable, TrainingFailed)
 

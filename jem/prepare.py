@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from jem.config import Config
 from jem.io import write_json
+from jem.sections import BaseConfig
 
 
 def stratified_subset(labels: np.ndarray, fraction: float, seed: int | list[int], leave: int = 0) -> np.ndarray:
@@ -48,7 +48,7 @@ def channel_stats(images: np.ndarray, chunk: int = 8192) -> tuple[list[float], l
     return mean.tolist(), std.tolist()
 
 
-def prepare(cfg: Config, out: Path) -> dict[str, Any]:
+def prepare(cfg: BaseConfig, out: Path) -> dict[str, Any]:
     """Load ``cfg.dataset``, carve the validation split out of its training split, apply
     ``data.max_*`` subsampling, write arrays + subsets + stats.
 

@@ -3,8 +3,8 @@
 import argparse
 from pathlib import Path
 
-from jem.config import load_config
 from jem.errors import run_main
+from jem.sections import load_base_config
 
 
 def main() -> None:
@@ -13,7 +13,7 @@ def main() -> None:
     ap.add_argument("--prepared", type=Path, default=Path("data/prepared"))
     ap.add_argument("--out", type=Path, default=Path("data/views"))
     args = ap.parse_args()
-    cfg = load_config(args.params)
+    cfg = load_base_config(args.params)  # every section but methods: no method code is a dep
     import numpy as np
 
     from jem.augment.cache import build_view_cache

@@ -3,9 +3,9 @@
 import argparse
 from pathlib import Path
 
-from jem.config import load_config
 from jem.errors import run_main
 from jem.io import atomic_dir
+from jem.sections import load_base_config
 
 
 def main() -> None:
@@ -13,7 +13,7 @@ def main() -> None:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--out", type=Path, default=Path("data/prepared"))
     args = ap.parse_args()
-    cfg = load_config(args.params)
+    cfg = load_base_config(args.params)  # every section but methods: no method code is a dep
     from jem.data import check_dataset
     from jem.prepare import prepare
 

@@ -2,7 +2,7 @@
 
 - :mod:`jem.augment.ops`: vectorised image ops with one parameter per sample (CPU or GPU).
 - :mod:`jem.augment.recipe`: :func:`sample_view_params` / :func:`apply_view` for a
-  :class:`~jem.config.ViewConfig`, and :func:`augment_batch` (the on-device path).
+  :class:`~jem.sections.ViewConfig`, and :func:`augment_batch` (the on-device path).
 - :mod:`jem.augment.cache`: :func:`build_view_cache` and the memory-mapped :class:`ViewCache`.
 """
 

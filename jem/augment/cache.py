@@ -33,7 +33,7 @@ import torch
 from tqdm import tqdm
 
 from jem.augment.recipe import ViewParams, apply_view, sample_view_params, to_float_nchw, to_uint8_nhwc
-from jem.config import AugmentConfig, ViewConfig
+from jem.sections import AugmentConfig, ViewConfig
 
 CACHE_VERSION = 1
 PARAM_BLOCK = 256  # images per random-parameter block (the unit of chunk independence)

@@ -1,4 +1,4 @@
-"""A view recipe (:class:`~jem.config.ViewConfig`) as per-sample random parameters, and their use.
+"""A view recipe (:class:`~jem.sections.ViewConfig`) as per-sample random parameters, and their use.
 
 The pipeline is the SimCLR/BYOL one (Chen et al. 2020, arXiv 2002.05709, appendix A; Grill et al.
 2020, arXiv 2006.07733, table 6): random resized crop -> horizontal flip -> colour jitter (with
@@ -16,7 +16,7 @@ from dataclasses import dataclass, fields
 import torch
 
 from jem.augment import ops
-from jem.config import ViewConfig
+from jem.sections import ViewConfig
 
 CROP_ATTEMPTS = 10  # torchvision RandomResizedCrop's number of tries before its fallback
 BLUR_REF_PX = 224  # recipe sigmas are given for a 224-px image (SimCLR/BYOL)
