@@ -67,10 +67,12 @@ def main(argv: list[str] | None = None) -> int:
             json.dump(got, f, indent=1)
     if a.compare:
         old = json.load(open(a.compare))
-        bad = [n for n in got if n in old and old[n] != got[n]]
+        both = [n for n in got if n in old]
+        bad = [n for n in both if old[n] != got[n]]
         missing = sorted(set(old) - set(got))
-        print(f"{len(got) - len(bad)} of {len(got)} methods bit-identical; changed: {bad or 'none'}; "
-              f"not compared (gone): {missing or 'none'}")
+        new = sorted(set(got) - set(old))
+        print(f"{len(both) - len(bad)} of {len(both)} methods bit-identical; changed: {bad or 'none'}; "
+              f"gone: {missing or 'none'}; new (nothing to compare): {new or 'none'}")
         return 1 if bad or missing else 0
     return 0
 
