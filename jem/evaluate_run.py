@@ -95,12 +95,9 @@ def evaluate(prepared: Path, encoder_dir: Path, ecfg: EvalConfig, seed: int, pro
     two augmented views (``view_a``, ``view_b``) of the test images; ``method_params`` helps
     rebuild the projector head (:func:`jem.export.load_projector`).
     """
-    from jem.evaluate.artefacts import augmented_pairs, subsample
-    from jem.evaluate.collapse import correlation_matrix, cross_correlation
     from jem.evaluate.features import extract_features
     from jem.evaluate.semi import finetune
     from jem.export import load_encoder, load_projector
-    from jem.models import build_backbone
 
     stats = json.loads((prepared / "stats.json").read_text())
     mean, std, n_cls = stats["mean"], stats["std"], int(stats["num_classes"])
@@ -108,29 +105,65 @@ def evaluate(prepared: Path, encoder_dir: Path, ecfg: EvalConfig, seed: int, pro
     # the test split: read here and nowhere else (selection uses the validation split, never this)
     vx, vy = np.load(prepared / "test_x.npy"), np.load(prepared / "test_y.npy")
     encoder = load_encoder(encoder_dir)
-    arch = json.loads((encoder_dir / "encoder.json").read_text())["arch"]
     projector = load_projector(encoder_dir, method_params)
     steps = ["features", "kNN + linear", "collapse", "semi-sup. 1%", "semi-sup. 10%", "random init", "raw pixels"]
     steps += ["report artefacts"] if artefacts is not None else []
-    bar = tqdm(total=len(steps), desc="evaluate", unit="step", disable=not progress)
-
-    def advance() -> None:
-        bar.update(1)
-        if bar.n < len(steps):
-            bar.set_postfix_str(steps[bar.n])
+    bar = _Steps(steps, progress)
 
     def feats(net: torch.nn.Module, images: np.ndarray) -> np.ndarray:
         return extract_features(net, images, mean, std, ecfg.batch_size, progress=progress)
 
-    bar.set_postfix_str(steps[0])
     metrics: dict[str, Any] = {}
     train_f, test_f = feats(encoder, tx), feats(encoder, vx)
-    advance()
+    bar.advance()
     preds: dict[str, np.ndarray] = {"y_true": vy}
     metrics.update(_protocols(train_f, ty, test_f, vy, ecfg, n_cls, predictions=preds))
-    advance()
+    bar.advance()
+    metrics["collapse"], correlation = _collapse(encoder, projector, test_f, vx, feats, ecfg.batch_size, augment, seed)
+    bar.advance()
+    for frac in ("1pct", "10pct"):
+        idx = np.load(prepared / f"subset_{frac}.npy")
+        metrics[f"semi_{frac}"] = finetune(encoder, train_f.shape[1], tx[idx], ty[idx], vx, vy, mean, std, n_cls,
+                                           ecfg.semi_epochs, ecfg.semi_lr, seed=seed, progress=progress)
+        bar.advance()
+    arch = json.loads((encoder_dir / "encoder.json").read_text())["arch"]
+    metrics["random_init"] = _random_init(arch, (tx, ty), (vx, vy), feats, ecfg, n_cls, seed)
+    bar.advance()
+    metrics["pixels"] = _protocols(_pixels(tx), ty, _pixels(vx), vy, ecfg, n_cls, with_all_k=False)
+    bar.advance()
+    if artefacts is not None:
+        _write_artefacts(artefacts, prepared, views, augment, seed, stats, preds, correlation,
+                         (tx, ty, train_f), (vx, vy, test_f))
+        bar.advance()
+    bar.close()
+    return metrics
 
-    # collapse diagnostics on a seeded subset of the test split, clean images and two views
+
+class _Steps:
+    """The evaluate progress bar: one tick per protocol, the next one's name as postfix."""
+
+    def __init__(self, steps: list[str], progress: bool) -> None:
+        self.steps = steps
+        self.bar = tqdm(total=len(steps), desc="evaluate", unit="step", disable=not progress)
+        self.bar.set_postfix_str(steps[0])
+
+    def advance(self) -> None:
+        self.bar.update(1)
+        if self.bar.n < len(self.steps):
+            self.bar.set_postfix_str(self.steps[self.bar.n])
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _collapse(encoder: torch.nn.Module, projector: torch.nn.Module | None, test_f: np.ndarray, vx: np.ndarray,
+              feats: Any, batch_size: int, augment: AugmentConfig | None, seed: int
+              ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Collapse diagnostics on a seeded subset of the test split, clean images and two views, of the
+    backbone and the projector, with the verdict; and the correlation matrices the report draws."""
+    from jem.evaluate.artefacts import augmented_pairs, subsample
+    from jem.evaluate.collapse import correlation_matrix, cross_correlation
+
     sub = subsample(len(vx), MAX_DIAG_POINTS, seed)
     pair_f = None
     if augment is not None:
@@ -139,41 +172,30 @@ def evaluate(prepared: Path, encoder_dir: Path, ecfg: EvalConfig, seed: int, pro
     collapse: dict[str, Any] = {"backbone": _diagnostics(test_f[sub], pair_f, seed)}
     correlation = {"backbone": correlation_matrix(test_f[sub][:, :MAX_CORR_DIMS])}
     if projector is not None:
-        proj_pair = None if pair_f is None else (_project(projector, pair_f[0], ecfg.batch_size),
-                                                 _project(projector, pair_f[1], ecfg.batch_size))
-        collapse["projector"] = _diagnostics(_project(projector, test_f[sub], ecfg.batch_size), proj_pair, seed)
+        proj_pair = None if pair_f is None else (_project(projector, pair_f[0], batch_size),
+                                                 _project(projector, pair_f[1], batch_size))
+        collapse["projector"] = _diagnostics(_project(projector, test_f[sub], batch_size), proj_pair, seed)
         if proj_pair is not None:
             correlation["projector_xcorr"] = cross_correlation(proj_pair[0][:, :MAX_CORR_DIMS],
                                                                proj_pair[1][:, :MAX_CORR_DIMS])
     collapse["collapsed"] = _verdict(collapse)
-    metrics["collapse"] = collapse
-    advance()
+    return collapse, correlation
 
-    for frac in ("1pct", "10pct"):
-        idx = np.load(prepared / f"subset_{frac}.npy")
-        metrics[f"semi_{frac}"] = finetune(encoder, train_f.shape[1], tx[idx], ty[idx], vx, vy, mean, std, n_cls,
-                                           ecfg.semi_epochs, ecfg.semi_lr, seed=seed, progress=progress)
-        advance()
+
+def _random_init(arch: dict[str, Any], train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray],
+                 feats: Any, ecfg: EvalConfig, n_cls: int, seed: int) -> dict[str, Any]:
+    """The protocols on a randomly initialised encoder of the same architecture (seeded)."""
+    from jem.models import build_backbone
 
     torch.manual_seed(seed)
     random_net, _ = build_backbone(arch)
     random_net.eval()
-    metrics["random_init"] = _protocols(feats(random_net, tx), ty, feats(random_net, vx), vy, ecfg, n_cls,
-                                        with_all_k=False)
-    advance()
+    return _protocols(feats(random_net, train[0]), train[1], feats(random_net, test[0]), test[1], ecfg, n_cls,
+                      with_all_k=False)
 
-    def pixels(x: np.ndarray) -> np.ndarray:
-        return x.reshape(len(x), -1).astype(np.float32) / 255.0
 
-    metrics["pixels"] = _protocols(pixels(tx), ty, pixels(vx), vy, ecfg, n_cls, with_all_k=False)
-    advance()
-
-    if artefacts is not None:
-        _write_artefacts(artefacts, prepared, views, augment, seed, stats, preds, correlation,
-                         (tx, ty, train_f), (vx, vy, test_f))
-        advance()
-    bar.close()
-    return metrics
+def _pixels(x: np.ndarray) -> np.ndarray:
+    return x.reshape(len(x), -1).astype(np.float32) / 255.0
 
 
 def _write_artefacts(out: Path, prepared: Path, views: Path | None, augment: AugmentConfig | None, seed: int,

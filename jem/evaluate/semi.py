@@ -73,6 +73,50 @@ class _Classifier(nn.Module):
         return self.head(self.backbone(x).flatten(1))
 
 
+def _checked_labels(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, num_classes: int, epochs: int,
+                    lr: float, batch_size: int) -> torch.Tensor:
+    """The training labels as an int64 tensor (N,), after checking images, labels and settings."""
+    check_images(x_train, "x_train")
+    check_images(x_test, "x_test")
+    if epochs < 0 or lr <= 0 or batch_size < 1:
+        raise ValueError(f"need epochs >= 0, lr > 0, batch_size >= 1; got {epochs}, {lr}, {batch_size}")
+    y_train_t = torch.from_numpy(np.ascontiguousarray(y_train)).reshape(-1).long()  # (N,)
+    if y_train_t.shape[0] != x_train.shape[0]:
+        raise ValueError(f"x_train has {x_train.shape[0]} images but y_train {y_train_t.shape[0]} labels")
+    if int(y_train_t.min()) < 0 or int(y_train_t.max()) >= num_classes:
+        raise ValueError(f"y_train must lie in [0, {num_classes})")
+    return y_train_t
+
+
+def _train(model: _Classifier, x_all: torch.Tensor, y_all: torch.Tensor, gen: torch.Generator, epochs: int,
+           lr: float, batch_size: int, progress: bool) -> None:
+    """The fine-tuning steps: SGD (Nesterov), head at 10x the backbone's learning rate, cosine decay,
+    fresh permutation per pass, flip-and-shift augmentation drawn from ``gen``."""
+    n = x_all.shape[0]
+    bsz = min(batch_size, n)
+    steps_per_pass = n // bsz
+    total = max(epochs * steps_per_pass, MIN_STEPS)
+    base_lrs = [lr, 10.0 * lr]  # backbone, head
+    groups = [{"params": model.backbone.parameters()}, {"params": model.head.parameters()}]
+    opt = torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True, weight_decay=0.0)
+    model.train()
+    order = torch.empty(0, dtype=torch.long)
+    for step in tqdm(range(total), desc="finetune", disable=not progress, leave=False):
+        if step % steps_per_pass == 0:
+            order = torch.randperm(n, generator=gen)  # a fresh pass over the subset
+        idx = order[(step % steps_per_pass) * bsz : (step % steps_per_pass + 1) * bsz].to(x_all.device)
+        x = flip_and_shift(x_all[idx], gen)  # (b, C, H, W)
+        loss = F.cross_entropy(model(x), y_all[idx])
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"fine-tuning loss {loss.item()} at step {step}; lr {lr} too high?")
+        cosine = 0.5 * (1.0 + math.cos(math.pi * step / total))
+        for group, base in zip(opt.param_groups, base_lrs, strict=True):
+            group["lr"] = base * cosine
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+
 def finetune(
     encoder: nn.Module,
     feat_dim: int,
@@ -104,15 +148,7 @@ def finetune(
     (:func:`jem.evaluate.linear.linear_probe`, default ``l2``) on the frozen encoder's features of
     the labelled subset, i.e. "linear head on frozen features" trained on the same labels.
     """
-    check_images(x_train, "x_train")
-    check_images(x_test, "x_test")
-    if epochs < 0 or lr <= 0 or batch_size < 1:
-        raise ValueError(f"need epochs >= 0, lr > 0, batch_size >= 1; got {epochs}, {lr}, {batch_size}")
-    y_train_t = torch.from_numpy(np.ascontiguousarray(y_train)).reshape(-1).long()  # (N,)
-    if y_train_t.shape[0] != x_train.shape[0]:
-        raise ValueError(f"x_train has {x_train.shape[0]} images but y_train {y_train_t.shape[0]} labels")
-    if int(y_train_t.min()) < 0 or int(y_train_t.max()) >= num_classes:
-        raise ValueError(f"y_train must lie in [0, {num_classes})")
+    y_train_t = _checked_labels(x_train, y_train, x_test, num_classes, epochs, lr, batch_size)
     dev = torch.device(device)
     if epochs == 0:
         train_f = extract_features(encoder, x_train, mean, std, batch_size, dev, progress)
@@ -129,30 +165,6 @@ def finetune(
         model = _Classifier(copy.deepcopy(encoder), feat_dim, num_classes).to(dev)
         model.requires_grad_(True)
         x_all = normalise_images(x_train, mean, std, dev)  # (N, C, H, W)
-        y_all = y_train_t.to(dev)  # (N,)
-
-        bsz = min(batch_size, n)
-        steps_per_pass = n // bsz
-        total = max(epochs * steps_per_pass, MIN_STEPS)
-        base_lrs = [lr, 10.0 * lr]  # backbone, head
-        groups = [{"params": model.backbone.parameters()}, {"params": model.head.parameters()}]
-        opt = torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True, weight_decay=0.0)
-        model.train()
-        order = torch.empty(0, dtype=torch.long)
-        for step in tqdm(range(total), desc="finetune", disable=not progress, leave=False):
-            if step % steps_per_pass == 0:
-                order = torch.randperm(n, generator=gen)  # a fresh pass over the subset
-            idx = order[(step % steps_per_pass) * bsz : (step % steps_per_pass + 1) * bsz].to(dev)
-            x = flip_and_shift(x_all[idx], gen)  # (b, C, H, W)
-            loss = F.cross_entropy(model(x), y_all[idx])
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"fine-tuning loss {loss.item()} at step {step}; lr {lr} too high?")
-            cosine = 0.5 * (1.0 + math.cos(math.pi * step / total))
-            for group, base in zip(opt.param_groups, base_lrs, strict=True):
-                group["lr"] = base * cosine
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-
+        _train(model, x_all, y_train_t.to(dev), gen, epochs, lr, batch_size, progress)
         logits = extract_features(model, x_test, mean, std, 512, dev, progress)  # (N_test, num_classes)
     return topk_accuracy(logits, np.asarray(y_test))

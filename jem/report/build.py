@@ -164,6 +164,21 @@ def _compose(out: Path, params: dict[str, Any], pretrain: dict[str, Any], ev: di
     doc = Document(f"jem report: {params.get('method')} on {params.get('dataset')}")
     doc.para(_summary(params, pretrain))
     sections = collapse_sections(ev.get("collapse", {}))
+    _collapse_warning(doc, ev, sections)
+    _metrics_section(doc, out, ev, list(params.get("eval", {}).get("knn_k", defaults["eval"]["knn_k"])), artefacts)
+    _collapse_section(doc, sections)
+    _params_section(doc, params, defaults)
+    _curves_section(doc, out, live_dir)
+    if artefacts is None or not (artefacts / "meta.json").is_file():
+        doc.heading("Embeddings")
+        doc.note("No evaluate artefacts (data/eval): t-SNE, retrieval, correlation, views and per-class "
+                 "accuracy are not available.")
+        return doc
+    _artefact_sections(doc, out, artefacts)
+    return doc
+
+
+def _collapse_warning(doc: Document, ev: dict[str, Any], sections: dict[str, dict[str, Any]]) -> None:
     collapsed = [name for name, s in sections.items() if s.get("collapsed")]
     if ev.get("collapse", {}).get("collapsed") or "backbone" in collapsed:
         doc.warn(f"the {' and '.join(collapsed) or 'embedding'} outputs look collapsed (see the collapse "
@@ -173,7 +188,8 @@ def _compose(out: Path, params: dict[str, Any], pretrain: dict[str, Any], ev: di
                  "backbone does not: common for projector heads (Jing et al. 2022, arXiv:2110.09348), not a "
                  "failure by itself.")
 
-    knn_k = list(params.get("eval", {}).get("knn_k", defaults["eval"]["knn_k"]))
+
+def _metrics_section(doc: Document, out: Path, ev: dict[str, Any], knn_k: list[int], artefacts: Path | None) -> None:
     doc.heading("Metrics")
     header, rows = metrics_table(ev, knn_k)
     doc.table(header, rows)
@@ -190,20 +206,24 @@ def _compose(out: Path, params: dict[str, Any], pretrain: dict[str, Any], ev: di
     doc.image("accuracy.png", "accuracy", "Top-1 accuracy of the pretrained encoder against the baselines "
               "(same protocol: weighted kNN on cosine similarity, linear probe on standardised features).")
 
-    doc.heading("Collapse diagnostics")
-    if sections:
-        names = list(sections)
-        doc.table(["test embeddings", *names],
-                  [[label, *[_fmt(_get(sections[n], key)) if key != "collapsed"
-                             else ("yes" if sections[n].get(key) else "no") for n in names]]
-                   for label, key in COLLAPSE_ROWS])
-        doc.note("Collapse rule per column: std < 0.2/sqrt(D) or RankMe / min(N, D) < 0.02 (see "
-                 "`jem.evaluate.collapse.collapse_report`); the run is flagged when the backbone collapses or "
-                 "the projector collapses completely (std rule). Alignment is measured on two augmented views "
-                 "(`augment.view_a`, `augment.view_b`) of the test images; uniformity uses t = 2.")
-    else:
-        doc.note("No collapse diagnostics in metrics/eval.json.")
 
+def _collapse_section(doc: Document, sections: dict[str, dict[str, Any]]) -> None:
+    doc.heading("Collapse diagnostics")
+    if not sections:
+        doc.note("No collapse diagnostics in metrics/eval.json.")
+        return
+    names = list(sections)
+    doc.table(["test embeddings", *names],
+              [[label, *[_fmt(_get(sections[n], key)) if key != "collapsed"
+                         else ("yes" if sections[n].get(key) else "no") for n in names]]
+               for label, key in COLLAPSE_ROWS])
+    doc.note("Collapse rule per column: std < 0.2/sqrt(D) or RankMe / min(N, D) < 0.02 (see "
+             "`jem.evaluate.collapse.collapse_report`); the run is flagged when the backbone collapses or "
+             "the projector collapses completely (std rule). Alignment is measured on two augmented views "
+             "(`augment.view_a`, `augment.view_b`) of the test images; uniformity uses t = 2.")
+
+
+def _params_section(doc: Document, params: dict[str, Any], defaults: dict[str, Any]) -> None:
     doc.heading("Params that differ from the defaults")
     diff = params_diff(params, defaults)
     if diff:
@@ -212,6 +232,8 @@ def _compose(out: Path, params: dict[str, Any], pretrain: dict[str, Any], ev: di
     else:
         doc.para("None: this run uses the defaults of `jem/config.py`.")
 
+
+def _curves_section(doc: Document, out: Path, live_dir: Path) -> None:
     doc.heading("Training curves")
     curves = load_curves(live_dir)
     if "loss" in curves:
@@ -226,28 +248,27 @@ def _compose(out: Path, params: dict[str, Any], pretrain: dict[str, Any], ev: di
     if not curves:
         doc.note(f"No DVCLive curves under {live_dir}.")
 
-    if artefacts is None or not (artefacts / "meta.json").is_file():
-        doc.heading("Embeddings")
-        doc.note("No evaluate artefacts (data/eval): t-SNE, retrieval, correlation, views and per-class "
-                 "accuracy are not available.")
-        return doc
-    _artefact_sections(doc, out, artefacts)
-    return doc
+
+def _load_npz(art: Path, name: str) -> dict[str, np.ndarray] | None:
+    path = art / f"{name}.npz"
+    if not path.is_file():
+        return None
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
 
 
 def _artefact_sections(doc: Document, out: Path, art: Path) -> None:
     meta = json.loads((art / "meta.json").read_text())
     classes = [str(c) for c in meta["classes"]]
+    _tsne_section(doc, out, _load_npz(art, "tsne"), classes)
+    _retrieval_section(doc, out, _load_npz(art, "retrieval"), classes)
+    _correlation_section(doc, out, _load_npz(art, "correlation"))
+    _views_section(doc, out, _load_npz(art, "views"))
+    _per_class_section(doc, out, _load_npz(art, "predictions"), classes)
 
-    def load(name: str) -> dict[str, np.ndarray] | None:
-        path = art / f"{name}.npz"
-        if not path.is_file():
-            return None
-        with np.load(path) as z:
-            return {k: z[k] for k in z.files}
 
+def _tsne_section(doc: Document, out: Path, tsne: dict[str, np.ndarray] | None, classes: list[str]) -> None:
     doc.heading("Embedding map (t-SNE)")
-    tsne = load("tsne")
     if tsne is not None:
         plots.plot_tsne(tsne["xy"], tsne["labels"], classes, out / "tsne.png")
         pd.DataFrame({"x": tsne["xy"][:, 0], "y": tsne["xy"][:, 1],
@@ -255,8 +276,9 @@ def _artefact_sections(doc: Document, out: Path, art: Path) -> None:
         doc.image("tsne.png", "t-SNE", f"2-D t-SNE of {len(tsne['xy'])} test backbone embeddings, coloured by "
                   "class (labels are not used to compute the map).")
 
+
+def _retrieval_section(doc: Document, out: Path, ret: dict[str, np.ndarray] | None, classes: list[str]) -> None:
     doc.heading("Nearest-neighbour retrieval")
-    ret = load("retrieval")
     if ret is not None:
         plots.plot_retrieval(ret["query_x"], ret["query_y"], ret["neigh_x"], ret["neigh_y"], ret["neigh_sim"],
                              classes, out / "retrieval.png")
@@ -264,8 +286,9 @@ def _artefact_sections(doc: Document, out: Path, art: Path) -> None:
         doc.image("retrieval.png", "retrieval", f"Test queries (first column) and their top-{ret['neigh_y'].shape[1]} "
                   f"training neighbours; green = same class, red = another class ({hit:.0%} same class).")
 
+
+def _correlation_section(doc: Document, out: Path, corr: dict[str, np.ndarray] | None) -> None:
     doc.heading("Embedding correlation")
-    corr = load("correlation")
     if corr is not None:
         mats = {"backbone: correlation of dimensions": corr["backbone"]}
         if "projector_xcorr" in corr:
@@ -275,8 +298,9 @@ def _artefact_sections(doc: Document, out: Path, art: Path) -> None:
                   "the test split (redundancy shows as off-diagonal mass). Right: Barlow Twins' cross-correlation "
                   "of the projector outputs of two augmented views (the identity is invariant and decorrelated).")
 
+
+def _views_section(doc: Document, out: Path, views: dict[str, np.ndarray] | None) -> None:
     doc.heading("What the method saw")
-    views = load("views")
     if views is not None:
         plots.plot_views(views["originals"], views["views"], views.get("locals"), str(views["source"]),
                          out / "views.png")
@@ -285,8 +309,9 @@ def _artefact_sections(doc: Document, out: Path, art: Path) -> None:
     else:
         doc.note("No view sample.")
 
+
+def _per_class_section(doc: Document, out: Path, preds: dict[str, np.ndarray] | None, classes: list[str]) -> None:
     doc.heading("Per-class accuracy")
-    preds = load("predictions")
     if preds is not None:
         table = per_class_table(preds, classes)
         table.to_csv(out / "per_class_accuracy.csv", index=False)
