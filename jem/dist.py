@@ -11,8 +11,9 @@ samples with the right scale. Convention used throughout jem:
 * DDP then *averages* parameter gradients over the ``W`` workers.
 
 Sum-then-average gives exactly the single-process gradient of ``L`` on the concatenated batch
-(tested with real 2-process gloo groups in ``tests/test_dist.py``). Skipping the backward sum would
-silently divide the gradient by ``W``.
+(tested with real 2-process gloo groups in ``tests/losses/test_dist_gather.py`` and, per method,
+``tests/losses/test_dist_exact_*.py``). Skipping the backward sum would silently divide the
+gradient by ``W``.
 """
 
 from __future__ import annotations
