@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jem._schema import knob
-from jem.config import ConfigError, _build, parse_config
+from jem.config import ConfigError, parse_config
+from jem.sections import build
 
 SAMPLERS = ("grid", "choice", "uniform", "loguniform", "randint")
 METRICS = {"val_knn_top1": "max", "loss": "min"}
@@ -113,7 +114,7 @@ def parse_sweep(raw: Any, base: dict) -> tuple[SweepConfig, dict, list[Dim]]:
     Returns the config, the per-trial base params (``base`` + overrides) and the search space."""
     if not isinstance(raw, dict):
         raise ConfigError("sweep must be a mapping (see pipelines/sweep/params.yaml)")
-    scfg = _build(SweepConfig, {k: v for k, v in raw.items() if k not in ("overrides", "space")}, "sweep.")
+    scfg = build(SweepConfig, {k: v for k, v in raw.items() if k not in ("overrides", "space")}, "sweep.")
     overrides, space = raw.get("overrides") or {}, raw.get("space") or {}
     if not isinstance(overrides, dict) or not isinstance(space, dict):
         raise ConfigError("sweep.overrides and sweep.space must be mappings")
