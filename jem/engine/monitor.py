@@ -94,10 +94,10 @@ def progress_bar(total: int, initial: int, enabled: bool) -> Any:
     if not enabled:
         return None
     try:  # renders properly on the Ray driver's terminal
-        from ray.experimental.tqdm_ray import tqdm
+        from ray.experimental.tqdm_ray import tqdm as bar_class
     except ImportError:  # pragma: no cover
-        from tqdm import tqdm
-    bar = tqdm(total=total, desc="pretrain", unit="step")
+        from tqdm import tqdm as bar_class  # type: ignore[no-redef]
+    bar = bar_class(total=total, desc="pretrain", unit="step")
     bar.update(initial)
     return bar
 

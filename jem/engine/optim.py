@@ -54,7 +54,8 @@ class LARS(torch.optim.Optimizer):
 
 def _split_decay(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
     """Weights (ndim > 1) get weight decay / LARS adaptation; biases and norm parameters do not."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for p in model.parameters():
         if p.requires_grad:
             (decay if p.ndim > 1 else no_decay).append(p)
