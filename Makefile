@@ -42,12 +42,13 @@ datasets:
 run: install
 	dvc repro
 
-test: install datasets
+test: install datasets lint
 	$(PY) -m pytest
 
+## Static checks (part of `make test`): ruff on all Python, mypy on the library and the stages.
 lint: install
-	$(PY) -m pip install -q ruff mypy
-	$(VENV)/bin/ruff check jem stages tests
+	$(PY) -m ruff check jem stages pipelines tests benchmarks
+	$(PY) -m mypy jem stages pipelines/sweep/sweep.py
 
 clean:
 	rm -rf data models metrics reports dvclive .jem
