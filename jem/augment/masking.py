@@ -1,16 +1,13 @@
-"""Masking as an augmentation, for the methods: the patch-token masks of :mod:`jem.models.masking`
-(re-exported here; the ViT backbone applies them, so they live beside the models) and
-:func:`keyed_generator`, the seeded generator methods draw their masks, tile offsets and noise
-indices from.
+""":func:`keyed_generator`, the seeded generator methods draw their masks, tile offsets and noise
+indices from. (The patch-token masks themselves live in :mod:`jem.models.masking`, beside the ViT
+that applies them.)
 """
 
 from __future__ import annotations
 
 import torch
 
-from jem.models.masking import drop_tokens, num_masked, random_token_mask, replace_tokens, set_mask_ratio
-
-__all__ = ["drop_tokens", "keyed_generator", "num_masked", "random_token_mask", "replace_tokens", "set_mask_ratio"]
+__all__ = ["keyed_generator"]
 
 
 def keyed_generator(*keys: int) -> torch.Generator:

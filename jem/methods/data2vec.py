@@ -29,12 +29,13 @@ import torch
 from torch import nn
 
 from jem._schema import OPTIMIZERS, knob
-from jem.augment.masking import keyed_generator, random_token_mask
+from jem.augment.masking import keyed_generator
 from jem.config import Config, ConfigError
 from jem.losses.masked import Data2VecLoss
 from jem.methods import register
 from jem.methods.base import Method, StepContext
 from jem.methods.ema import ema_update_, make_teacher
+from jem.models.masking import random_token_mask
 from jem.models.vit import ViT
 
 

@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from jem.augment.masking import drop_tokens, num_masked, random_token_mask, replace_tokens
 from jem.losses.masked import Data2VecLoss, data2vec_targets, regression_loss
+from jem.models.masking import drop_tokens, num_masked, random_token_mask, replace_tokens
 
 
 def _layers(n_layers=4, b=2, t=5, d=6, seed=0):
