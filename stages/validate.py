@@ -1,7 +1,8 @@
-"""Stage `validate`: always runs first (always_changed), imports nothing heavy, fails fast.
+"""Stage `validate`: always runs first (always_changed), fails fast, before any data or training work.
 
 Catches what DVC cannot: a typo added to params.yaml by hand changes no tracked key, so every
-other stage would be skipped silently."""
+other stage would be skipped silently. It imports the method registry (and with it torch: a few
+seconds) because every method's params and checks live in its module."""
 
 import argparse
 from pathlib import Path
