@@ -118,7 +118,9 @@ def test_defaults_parse_and_a_few_steps_train_and_fill_the_queue():
     cfg = parse_config({"method": "nnclr"})
     p = cfg.method_params
     assert (p.temperature, p.queue_size, p.pred_hidden) == (0.1, 1024, 1024)
-    assert cfg.train_overrides == {}  # the paper's LARS recipe is the shared one
+    # the shared LARS recipe except its own lr, which replaces train.lr (0.3) and nothing else
+    assert cfg.train_overrides == {"lr": 1.0}
+    assert (cfg.train.lr, cfg.train.optimizer, cfg.train.weight_decay) == (1.0, "lars", 1.0e-6)
     torch.manual_seed(0)
     method = get_method_class("nnclr")(ARCH, [32, 16], parse_config({"method": "nnclr", "methods": {
         "nnclr": {"queue_size": 40}}}).method_params)
