@@ -131,7 +131,7 @@ def _render(images: np.ndarray, tmp: Path, cfg: AugmentConfig, seed: int, chunk:
     with tqdm(total=n, desc="views", unit="img", disable=not progress) as bar:
         for start in range(0, n, chunk):
             stop = min(n, start + chunk)
-            x = to_float_nchw(torch.from_numpy(np.ascontiguousarray(images[start:stop])))  # (B, C, H, W)
+            x = to_float_nchw(torch.from_numpy(np.array(images[start:stop])))  # (B, C, H, W)
             for k in range(k_views):
                 recipe = cfg.view_a if k % 2 == 0 else cfg.view_b
                 p = _chunk_params(start, stop, recipe, (h, w), seed, _GLOBAL, k)
