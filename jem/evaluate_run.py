@@ -24,9 +24,9 @@ from typing import Any, cast
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from jem.config import AugmentConfig, EvalConfig
+from jem.progress import progress as progress_bar
 
 MAX_DIAG_POINTS = 4096  # test rows used for the collapse diagnostics (RankMe is O(N D^2))
 MAX_TSNE_POINTS = 2000
@@ -144,7 +144,7 @@ class _Steps:
 
     def __init__(self, steps: list[str], progress: bool) -> None:
         self.steps = steps
-        self.bar = tqdm(total=len(steps), desc="evaluate", unit="step", disable=not progress)
+        self.bar = progress_bar(total=len(steps), desc="evaluate", unit="step", disable=not progress)
         self.bar.set_postfix_str(steps[0])
 
     def advance(self) -> None:

@@ -212,15 +212,15 @@ def load_images(paths: Sequence[Path], size: int, channels: int, progress: bool 
     """Decode image files to uint8 (N, size, size, channels): converted to grayscale (``channels``
     1) or RGB (3), bilinear resize to a square like the data readers. ValueError names a bad file."""
     from PIL import Image
-    from tqdm import tqdm
 
     from jem.data.common import BILINEAR
+    from jem.progress import progress as bar
 
     if channels not in (1, 3):
         raise ValueError(f"encoders with {channels} input channels are not supported (1 or 3)")
     mode = "L" if channels == 1 else "RGB"
     out = np.empty((len(paths), size, size, channels), dtype=np.uint8)
-    for i, path in enumerate(tqdm(paths, desc="read images", unit="img", disable=not progress)):
+    for i, path in enumerate(bar(paths, desc="read images", unit="img", disable=not progress)):
         try:
             with Image.open(path) as img:
                 pic = img.convert(mode)

@@ -30,9 +30,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from jem.augment.recipe import ViewParams, apply_view, sample_view_params, to_float_nchw, to_uint8_nhwc
+from jem.progress import progress as bar
 from jem.sections import AugmentConfig, ViewConfig
 
 CACHE_VERSION = 1
@@ -128,7 +128,7 @@ def _render(images: np.ndarray, tmp: Path, cfg: AugmentConfig, seed: int, chunk:
     loc = (open_mm(tmp / "local.npy", mode="w+", dtype=np.uint8, shape=(n, n_local, lsize, lsize, c))
            if n_local > 0 else None)
     lrecipe = local_recipe(cfg)
-    with tqdm(total=n, desc="views", unit="img", disable=not progress) as bar:
+    with bar(total=n, desc="views", unit="img", disable=not progress) as pbar:
         for start in range(0, n, chunk):
             stop = min(n, start + chunk)
             x = to_float_nchw(torch.from_numpy(np.array(images[start:stop])))  # (B, C, H, W)
@@ -142,7 +142,7 @@ def _render(images: np.ndarray, tmp: Path, cfg: AugmentConfig, seed: int, chunk:
                 view = to_uint8_nhwc(apply_view(x, p, lsize, blur_ref_size=size)).numpy()
                 if loc is not None:
                     loc[start:stop, j] = view
-            bar.update(stop - start)
+            pbar.update(stop - start)
     glob.flush()
     del glob
     if loc is not None:

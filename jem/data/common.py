@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from jem.errors import DataError
+from jem.progress import progress as bar
 
 # Pillow >= 9.1 moved the filters into ``Image.Resampling``; older releases only have the constants.
 BILINEAR = getattr(Image, "Resampling", Image).BILINEAR
@@ -52,7 +52,7 @@ def resize_images(x: np.ndarray, size: int, desc: str = "resize") -> np.ndarray:
         return x
     n, _, _, c = x.shape
     out = np.empty((n, size, size, c), dtype=np.uint8)
-    for i in tqdm(range(n), desc=desc, disable=n < _PROGRESS_MIN, leave=False):
+    for i in bar(range(n), desc=desc, disable=n < _PROGRESS_MIN, leave=False):
         img = np.ascontiguousarray(x[i, :, :, 0] if c == 1 else x[i])
         resized = np.asarray(Image.fromarray(img).resize((size, size), BILINEAR))
         out[i] = resized.reshape(size, size, c)

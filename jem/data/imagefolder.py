@@ -10,10 +10,10 @@ import os
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from jem.data.common import BILINEAR, Dataset, split_dataset
 from jem.errors import DataError
+from jem.progress import progress as bar
 
 EXTENSIONS = (".png", ".jpg", ".jpeg")
 DEFAULT_SIZE = 32
@@ -83,6 +83,6 @@ def load_imagefolder(root: str, image_size: int, test_fraction: float, seed: int
     size = image_size or DEFAULT_SIZE
     classes, paths, y = _index(root)
     x = np.empty((len(paths), size, size, 3), dtype=np.uint8)
-    for i, path in enumerate(tqdm(paths, desc="imagefolder", disable=len(paths) <= _PROGRESS_MIN)):
+    for i, path in enumerate(bar(paths, desc="imagefolder", disable=len(paths) <= _PROGRESS_MIN)):
         x[i] = read_image(path, size)
     return split_dataset(x, y, classes, test_fraction, seed)

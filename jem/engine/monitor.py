@@ -57,8 +57,10 @@ class Monitor:
     ``knn`` runs every ``every`` epochs and after the last one, adding ``val_knn_top1`` to the
     epoch's row; ``live`` (DVCLive) logs every row; ``bar`` counts optimizer steps."""
 
-    def __init__(self, knn: KNNMonitor | None, every: int, epochs: int, live: Any, bar: Any) -> None:
+    def __init__(self, knn: KNNMonitor | None, every: int, epochs: int, live: Any, bar: Any,
+                 lines: bool = False) -> None:
         self.knn, self.every, self.epochs, self.live, self.bar = knn, every, epochs, live, bar
+        self.lines = lines  # one plain line per epoch instead of the bar (the driver is not on a terminal)
 
     @classmethod
     def for_rank(cls, rank: int, cfg: Config, config: dict[str, Any], stats: dict[str, Any],
@@ -71,7 +73,9 @@ class Monitor:
         every = cfg.eval.monitor_every
         knn = (KNNMonitor(Path(config["prepared"]), cfg.eval, stats["mean"], stats["std"], int(stats["num_classes"]),
                           cfg.seed) if every else None)
-        return cls(knn, every, cfg.train.epochs, live, progress_bar(total_steps, steps_done, config.get("progress", True)))
+        mode = config.get("progress", "bar")  # "bar" | "lines" | "off" (jem.engine.run.progress_mode)
+        bar = progress_bar(total_steps, steps_done, mode in ("bar", True))
+        return cls(knn, every, cfg.train.epochs, live, bar, lines=mode == "lines")
 
     def step(self) -> None:
         if self.bar is not None:
@@ -82,6 +86,9 @@ class Monitor:
             row["val_knn_top1"] = self.knn(backbone, device)
         if self.live is not None:
             log_epoch(self.live, row)
+        if self.lines:
+            shown = "".join(f" {k} {row[k]:.4g}" for k in ("loss", "val_knn_top1") if k in row)
+            print(f"pretrain: epoch {epoch + 1}/{self.epochs}{shown}", flush=True)
 
     def close(self) -> None:
         if self.bar is not None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -99,6 +100,15 @@ def fit(trainer: Any) -> Any:
     return box["result"]
 
 
+def progress_mode(enabled: bool) -> str:
+    """How rank 0 shows progress: a live bar on a terminal, one plain line per epoch when the driver's
+    stderr is a log file or a pipe (CI, ``make run > log``: no carriage returns or escape codes),
+    nothing when ``enabled`` is false."""
+    if not enabled:
+        return "off"
+    return "bar" if sys.stderr.isatty() else "lines"
+
+
 def make_trainer(cfg: Config, raw_params: dict[str, Any], prepared: Path, views: Path, *, name: str,
                  storage: str, live_dir: Path | None = None, progress: bool = False,
                  callbacks: Sequence[Any] = (), gpus_per_worker: float | None = None) -> Any:
@@ -115,7 +125,8 @@ def make_trainer(cfg: Config, raw_params: dict[str, Any], prepared: Path, views:
         train_worker,  # type: ignore[arg-type]  # Ray's stub: no return value
         train_loop_config={"params": raw_params, "prepared": str(Path(prepared).resolve()),
                            "views": str(Path(views).resolve()),
-                           "live": str(Path(live_dir).resolve()) if live_dir else None, "progress": progress},
+                           "live": str(Path(live_dir).resolve()) if live_dir else None,
+                           "progress": progress_mode(progress)},
         scaling_config=ray.train.ScalingConfig(num_workers=cfg.train.workers, use_gpu=gpus > 0,
                                                resources_per_worker=resources,
                                                placement_strategy=cfg.ray.placement_strategy),

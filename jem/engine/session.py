@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -104,6 +105,8 @@ def ray_session(rcfg: RayConfig) -> Iterator[str]:
     else:
         local = _local_address_env()
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    if not sys.stdout.isatty():  # a log file or pipe: worker lines without ANSI colour codes around "(pid=...)"
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")
     for key, value in REPORT_POLL_ENV.items():
         os.environ.setdefault(key, value)
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")

@@ -12,7 +12,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
+
+from jem.progress import progress as bar
 
 
 def check_images(images: np.ndarray, name: str = "images") -> None:
@@ -70,7 +71,7 @@ def extract_features(
     starts = range(0, images.shape[0], batch_size)
     try:
         with torch.no_grad():
-            for start in tqdm(starts, desc="features", disable=not progress, leave=False):
+            for start in bar(starts, desc="features", disable=not progress, leave=False):
                 x = normalise_images(images[start : start + batch_size], mean, std, device)  # (B, C, H, W)
                 feats = encoder(x).flatten(1)  # (B, D)
                 chunks.append(feats.float().cpu().numpy())

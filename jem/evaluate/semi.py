@@ -30,11 +30,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from jem.evaluate.features import check_images, extract_features, normalise_images
 from jem.evaluate.knn import topk_accuracy
 from jem.evaluate.linear import linear_probe
+from jem.progress import progress as bar
 
 MIN_STEPS = 50
 
@@ -101,7 +101,7 @@ def _train(model: _Classifier, x_all: torch.Tensor, y_all: torch.Tensor, gen: to
     opt = torch.optim.SGD(groups, lr=lr, momentum=0.9, nesterov=True, weight_decay=0.0)
     model.train()
     order = torch.empty(0, dtype=torch.long)
-    for step in tqdm(range(total), desc="finetune", disable=not progress, leave=False):
+    for step in bar(range(total), desc="finetune", disable=not progress, leave=False):
         if step % steps_per_pass == 0:
             order = torch.randperm(n, generator=gen)  # a fresh pass over the subset
         idx = order[(step % steps_per_pass) * bsz : (step % steps_per_pass + 1) * bsz].to(x_all.device)

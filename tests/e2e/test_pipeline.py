@@ -35,6 +35,18 @@ def test_repro_writes_contract_metrics_and_report(repo, baseline):
     assert (repo / "models" / "encoder" / "encoder.safetensors").exists()
 
 
+def test_repro_log_off_a_terminal_is_plain_short_lines(baseline):
+    """`dvc repro` with its output captured (not a terminal, like CI or `make run > log`): every
+    stage's progress comes as plain lines (jem.progress; rank 0 prints one line per epoch), Ray's
+    worker prefix has no colour codes, nothing redraws with carriage returns."""
+    out = baseline.stdout + baseline.stderr
+    assert "\x1b" not in out, "ANSI escape in a non-terminal log"
+    assert "\r" not in out.replace("\r\n", "\n"), "a progress bar redrawn with carriage returns"
+    longest = max(out.split("\n"), key=len)
+    assert len(longest) <= 300, f"{len(longest)}-character line: {longest[:200]!r}"
+    assert "pretrain: epoch 3/3" in out and "evaluate: 8/8 step" in out
+
+
 def test_pixel_baseline_matches_independent_sklearn_knn(repo, baseline):
     """The pipeline's raw-pixel kNN equals scikit-learn's weighted cosine kNN on the prepared arrays."""
     from sklearn.neighbors import KNeighborsClassifier
