@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from jem.errors import fail, run_main
+from jem.io import flatten
 
 
 def _cmd_methods(args: argparse.Namespace) -> None:
@@ -27,16 +28,6 @@ def _cmd_validate(args: argparse.Namespace) -> None:
     print(f"{args.params} ok: dataset={cfg.dataset} method={cfg.method} seed={cfg.seed}")
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out: dict = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def _read_json(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
@@ -50,7 +41,7 @@ def _cmd_info(args: argparse.Namespace) -> None:
         for name, data in (("pretrain", pre), ("eval", ev)):
             if data is not None:
                 print(f"== {root / 'metrics' / (name + '.json')}")
-                for key, value in _flatten(data).items():
+                for key, value in flatten(data).items():
                     print(f"{key:<36} {value:.4f}" if isinstance(value, float) else f"{key:<36} {value}")
         return
     import yaml

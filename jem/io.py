@@ -11,6 +11,18 @@ from pathlib import Path
 from typing import Any
 
 
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mapping -> one level with dotted keys (``{"knn": {"top1": x}}`` -> ``{"knn.top1": x}``),
+    the way params and metrics are named on the command line and in ``dvc exp show``."""
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def write_json(path: str | Path, data: Any) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

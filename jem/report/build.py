@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from jem.io import flatten
 from jem.report import plots
 from jem.report.document import Document
 
@@ -59,15 +60,6 @@ def metrics_table(ev: dict[str, Any], knn_k: list[int]) -> tuple[list[str], list
         gain = None if ours is None or not known else ours - max(known)
         rows.append([label, _fmt(ours)] + [_fmt(b) for b in base] + ["—" if gain is None else f"{gain:+.4f}"])
     return header, rows
-
-
-def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(d, dict):
-        return {prefix.rstrip("."): d}
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        out.update(flatten(v, f"{prefix}{k}."))
-    return out
 
 
 def params_diff(params: dict[str, Any], defaults: dict[str, Any]) -> list[tuple[str, Any, Any]]:

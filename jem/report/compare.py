@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jem.report.build import flatten
+from jem.io import flatten
 
 DEFAULT_METRICS = ("knn.top1", "linear.top1", "semi_1pct.top1", "semi_10pct.top1")
 EXTRA_COLUMNS = ("pixels.linear.top1", "collapse.collapsed", "wall_s")

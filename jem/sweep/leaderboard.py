@@ -11,7 +11,8 @@ from typing import Any
 
 import yaml
 
-from jem.sweep.space import Dim, SweepConfig, flatten, relevant, set_dotted
+from jem.io import flatten
+from jem.sweep.space import Dim, SweepConfig, relevant, set_dotted
 
 
 def fmt(v: Any) -> str:

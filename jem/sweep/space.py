@@ -93,16 +93,6 @@ def deep_merge(base: dict, overrides: dict, prefix: str = "") -> dict:
     return out
 
 
-def flatten(params: dict, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in params.items():
-        if isinstance(value, dict):
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def relevant(key: str, method: str) -> bool:
     """Whether a searched key affects a trial of ``method`` (method-specific keys only their own)."""
     return not key.startswith("methods.") or key.startswith(f"methods.{method}.")
