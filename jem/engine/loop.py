@@ -173,7 +173,7 @@ def run_epoch(w: Worker, epoch: int, monitor: Monitor) -> dict[str, float]:
 
 def train_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     """Ray Train worker entry point. ``config``: {"params": raw params mapping, "prepared": dir,
-    "views": dir, "live": dvclive dir or None, "progress": bool}. Returns the run summary on rank 0."""
+    "views": dir, "live": dvclive dir or None, "progress": "bar" | "lines" | "off"}. Returns the run summary on rank 0."""
     import ray.train
 
     cfg = parse_config(config["params"])

@@ -74,7 +74,7 @@ class Monitor:
         knn = (KNNMonitor(Path(config["prepared"]), cfg.eval, stats["mean"], stats["std"], int(stats["num_classes"]),
                           cfg.seed) if every else None)
         mode = config.get("progress", "bar")  # "bar" | "lines" | "off" (jem.engine.run.progress_mode)
-        bar = progress_bar(total_steps, steps_done, mode in ("bar", True))
+        bar = progress_bar(total_steps, steps_done, mode == "bar")
         return cls(knn, every, cfg.train.epochs, live, bar, lines=mode == "lines")
 
     def step(self) -> None:

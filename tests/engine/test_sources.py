@@ -203,7 +203,7 @@ def _run_worker(monkeypatch: pytest.MonkeyPatch, tmp: Path, params: dict[str, An
     monkeypatch.setattr(ray.train, "get_checkpoint", lambda: None)
     monkeypatch.setattr(ray.train, "report", report)
     summary = train_worker({"params": params, "prepared": str(tmp / "prepared"), "views": str(tmp / "views"),
-                            "live": None, "progress": False})
+                            "live": None, "progress": "off"})
     return summary, reports
 
 
