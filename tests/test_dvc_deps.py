@@ -17,6 +17,7 @@ covered.
 from __future__ import annotations
 
 import ast
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,12 @@ def _computed_package(arg: ast.JoinedStr, module: str) -> str | None:
     return None
 
 
+@cache
+def _package_lazy_attributes(init: Path) -> dict[str, set[str]]:
+    """The lazy attributes of the package whose ``__init__.py`` is ``init`` (parsed once)."""
+    return _lazy_attribute_imports(ast.parse(init.read_text()))[1]
+
+
 def _imported_names(tree: ast.Module, module: str = "") -> set[str]:
     """Module names a file may import: plain and from-imports (``from a import b`` may mean the
     module ``a.b``, or a lazy attribute of package ``a``), and the package of an
@@ -80,7 +87,7 @@ def _imported_names(tree: ast.Module, module: str = "") -> set[str]:
             names.update(f"{node.module}.{a.name}" for a in node.names)
             pkg = module_file(node.module)
             if pkg is not None and pkg.name == "__init__.py":
-                _, lazy = _lazy_attribute_imports(ast.parse(pkg.read_text()))
+                lazy = _package_lazy_attributes(pkg)
                 names.update(m for a in node.names for m in lazy.get(a.name, ()))
         elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute | ast.Name)
               and getattr(node.func, "attr", getattr(node.func, "id", "")) == "import_module"
