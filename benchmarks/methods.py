@@ -4,6 +4,8 @@
     python -m benchmarks.methods --protocol fashion-mnist                 # every method, its seeds
     python -m benchmarks.methods --protocol fashion-mnist --methods vicreg,simclr --seeds 0,1,2
     python -m benchmarks.methods --protocol digits
+    python -m benchmarks.methods --protocol fashion-mnist --methods barlow --seeds 0 \
+        --set train.lr=1.0 --out benchmarks/results/probes/barlow-lr1   # a recipe probe, its own file
 
 A protocol is a named budget (:data:`PROTOCOLS`): the data set, the ``-S`` settings every run gets,
 and how many seeds each method gets (3 for the nine methods compared in ``docs/methods.md``, 1
@@ -27,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -218,7 +221,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seeds", default=None, help="comma-separated seeds for every method (default: the protocol's)")
     ap.add_argument("--fresh", action="store_true", help="measure again what the results file already holds")
     ap.add_argument("--out", default=None, help="output stem (default benchmarks/results/methods-<protocol>)")
+    ap.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
+                    help="one more `-S` setting on top of the protocol's (repeatable): a recipe probe. Needs --out, "
+                         "so a probe never mixes into the protocol's own results; choose recipes on the validation "
+                         "curve (`val_curve`), never on the test numbers")
     args = ap.parse_args(argv)
+    if args.extra and not args.out:
+        sys.exit("error: --set changes the protocol's budget; give --out so the probe is written to its own file")
+    if shutil.which("dvc") is None:
+        sys.exit("error: `dvc` is not on PATH; activate the environment (`. .venv/bin/activate`) first")
     names = method_names() if args.methods == "all" else [m.strip() for m in args.methods.split(",")]
     unknown = [m for m in names if m not in method_names()]
     if unknown:
@@ -226,7 +237,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.seeds is not None and not all(s.strip().isdigit() for s in args.seeds.split(",")):
         sys.exit(f"error: --seeds {args.seeds!r}: expected comma-separated non-negative integers, e.g. 0,1,2")
     proto = PROTOCOLS[args.protocol]
-    sets: list[str] = proto["sets"]
+    sets: list[str] = proto["sets"] + args.extra
     budget = f"dataset={proto['dataset']}" + "".join(f" {s}" for s in sets)
     stem = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"methods-{args.protocol}"
     path = stem.with_suffix(".json")
