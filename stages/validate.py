@@ -21,7 +21,8 @@ def main() -> None:
     cfg = load_config(args.params)
     from jem.data import check_dataset
 
-    check_dataset(cfg.dataset, cfg.data.root)
+    check_dataset(cfg.dataset, cfg.data.root, test_fraction=cfg.data.test_fraction,
+                  group_regex=cfg.data.group_regex, seed=cfg.seed)
     if args.out:
         with open(args.out, "w") as f:
             f.write("ok\n")
