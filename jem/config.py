@@ -12,6 +12,7 @@ Constraints are declared next to each field through :func:`knob` metadata:
 
 from __future__ import annotations
 
+import re
 from dataclasses import MISSING, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -120,6 +121,22 @@ def _check_cross_field(cfg: Config) -> None:
     if cfg.dataset == "imagefolder" and not cfg.data.root:
         raise ConfigError("data.root = '' but dataset imagefolder needs data.root (one sub-folder "
                           "per class)")
+    _check_group_regex(cfg.dataset, cfg.data.group_regex)
+
+
+def _check_group_regex(dataset: str, group_regex: str) -> None:
+    if not group_regex:
+        return
+    if dataset != "imagefolder":
+        raise ConfigError(f"data.group_regex = {group_regex!r} is only used with dataset imagefolder, "
+                          f"not {dataset}; set it to ''")
+    try:
+        n_groups = re.compile(group_regex).groups
+    except re.error as exc:
+        raise ConfigError(f"data.group_regex = {group_regex!r} is not a valid regular expression ({exc})") from None
+    if n_groups < 1:
+        raise ConfigError(f"data.group_regex = {group_regex!r} has no capture group; put the part of the "
+                          "path that names the group in parentheses, e.g. '^[^/]+/([^_]+)_'")
 
 
 def load_config(path: str | Path = "params.yaml") -> Config:

@@ -57,13 +57,22 @@ def prepare(cfg: BaseConfig, out: Path) -> dict[str, Any]:
     training split, seeded and stratified: the online monitor, sweeps and anything that selects)
     and ``test_*`` (read by the evaluate stage only). The validation split is carved before
     ``data.max_train`` subsamples what is left, so it does not shrink a subsampled budget and is the
-    same for every ``max_train``."""
+    same for every ``max_train``. With ``data.group_regex`` (image folders) both splits keep each
+    group whole."""
     from jem.data import load_dataset
 
     d = cfg.data
-    ds = load_dataset(cfg.dataset, d.root, d.image_size, d.test_fraction, cfg.seed, d.use_unlabelled)
+    ds = load_dataset(cfg.dataset, d.root, d.image_size, d.test_fraction, cfg.seed, d.use_unlabelled,
+                      d.channels, d.group_regex)
     train_x, train_y, test_x, test_y = ds.train_x, ds.train_y, ds.test_x, ds.test_y
-    keep, val = validation_split(train_y, d.val_fraction, cfg.seed)
+    n_groups: dict[str, int] = {}
+    if ds.train_groups is None:
+        keep, val = validation_split(train_y, d.val_fraction, cfg.seed)
+    else:  # no group straddles training and validation either
+        from jem.data.imagefolder import group_split
+
+        keep, val = group_split(train_y, ds.train_groups, d.val_fraction, [cfg.seed, 0x7A1])
+        n_groups = {"train": len(np.unique(ds.train_groups[keep])), "val": len(np.unique(ds.train_groups[val]))}
     val_x, val_y = train_x[val], train_y[val]
     train_x, train_y = train_x[keep], train_y[keep]
     if d.max_train and d.max_train < len(train_y):
@@ -84,5 +93,7 @@ def prepare(cfg: BaseConfig, out: Path) -> dict[str, Any]:
     stats = {"dataset": cfg.dataset, "classes": list(ds.classes), "num_classes": len(ds.classes),
              "image_size": int(train_x.shape[1]), "channels": int(train_x.shape[3]), "mean": mean, "std": std,
              "n_train": len(train_y), "n_val": len(val_y), "n_test": len(test_y), "n_pretrain": len(pretrain_x)}
+    if n_groups:
+        stats["n_groups"] = n_groups
     write_json(out / "stats.json", stats)
     return stats

@@ -49,6 +49,8 @@ class DataConfig:
     max_train: int = knob(0, lo=0)  # 0 -> all; else a stratified subsample (taken after the validation split)
     max_test: int = knob(0, lo=0)
     use_unlabelled: bool = knob(False)  # stl10: pretrain on the 100k unlabelled split
+    channels: int = knob(0, choices=(0, 1, 3))  # 0 -> native (imagefolder: 1 if every file is greyscale)
+    group_regex: str = knob("")  # imagefolder: group = 1st capture group on the path below root; kept whole
 
 
 @dataclass(frozen=True)

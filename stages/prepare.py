@@ -17,12 +17,15 @@ def main() -> None:
     from jem.data import check_dataset
     from jem.prepare import prepare
 
-    check_dataset(cfg.dataset, cfg.data.root)
+    check_dataset(cfg.dataset, cfg.data.root, test_fraction=cfg.data.test_fraction,
+                  group_regex=cfg.data.group_regex, seed=cfg.seed)
     with atomic_dir(args.out) as tmp:
         stats = prepare(cfg, tmp)
     print(f"prepared {cfg.dataset}: {stats['n_train']} train / {stats['n_val']} validation / "
           f"{stats['n_test']} test images of "
-          f"{stats['image_size']}x{stats['image_size']}x{stats['channels']}, {stats['num_classes']} classes")
+          f"{stats['image_size']}x{stats['image_size']}x{stats['channels']}, {stats['num_classes']} classes"
+          + (f"; groups kept whole ({stats['n_groups']['train']} train / {stats['n_groups']['val']} validation)"
+             if "n_groups" in stats else ""))
 
 
 if __name__ == "__main__":

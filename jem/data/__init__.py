@@ -9,7 +9,7 @@ and how to fix it. Nothing here downloads.
 from __future__ import annotations
 
 from jem.data.cifar import check_cifar, load_cifar
-from jem.data.common import Dataset, resize_images
+from jem.data.common import Dataset, resize_images, to_channels
 from jem.data.digits import load_digits_dataset
 from jem.data.idx import check_fashion_mnist, load_fashion_mnist
 from jem.data.imagefolder import check_imagefolder, load_imagefolder
@@ -37,13 +37,16 @@ def _root(name: str, root: str) -> str:
     return root or DEFAULT_ROOTS[name]
 
 
-def check_dataset(name: str, root: str = "", use_unlabelled: bool = False) -> None:
+def check_dataset(name: str, root: str = "", use_unlabelled: bool = False, test_fraction: float = 0.25,
+                  group_regex: str = "", seed: int = 0) -> None:
     """Cheaply check that dataset ``name`` is present and complete under ``root`` ("" -> default).
 
     Only file existence, sizes and headers are looked at (milliseconds, no decoding), so truncated
     downloads are caught but a corrupt image inside a complete file is only found by
-    :func:`load_dataset`. ``use_unlabelled`` also checks STL-10's unlabelled file. Raises
-    :class:`DataError` naming what is missing and how to get it.
+    :func:`load_dataset`. ``use_unlabelled`` also checks STL-10's unlabelled file. An image folder's
+    layout is checked too (two or more class folders of three or more images; with ``group_regex``,
+    every file has a group and the group-aware ``test_fraction`` split under ``seed`` leaves every
+    class a test image). Raises :class:`DataError` naming what is missing and how to get it.
     """
     path = _root(name, root)
     if name == "fashion-mnist":
@@ -53,7 +56,7 @@ def check_dataset(name: str, root: str = "", use_unlabelled: bool = False) -> No
     elif name == "stl10":
         check_stl10(path, use_unlabelled)
     elif name == "imagefolder":
-        check_imagefolder(path)
+        check_imagefolder(path, test_fraction, group_regex, seed)
     # digits ships inside scikit-learn: nothing to check.
 
 
@@ -64,6 +67,8 @@ def load_dataset(
     test_fraction: float = 0.25,
     seed: int = 0,
     use_unlabelled: bool = False,
+    channels: int = 0,
+    group_regex: str = "",
 ) -> Dataset:
     """Load dataset ``name`` ("digits", "fashion-mnist", "cifar10", "cifar100", "stl10", "imagefolder").
 
@@ -74,6 +79,9 @@ def load_dataset(
         test_fraction, seed: the stratified split of sets without an official one (digits,
             imagefolder); ignored for the others.
         use_unlabelled: stl10 only, also return the 100k unlabelled images (memory-mapped).
+        channels: 1 (greyscale) or 3 (RGB); 0 keeps the native channels (imagefolder: one channel
+            when every file is stored greyscale, see :mod:`jem.data.imagefolder`).
+        group_regex: imagefolder only, a group-aware split (see :mod:`jem.data.imagefolder`).
 
     Returns:
         A :class:`Dataset` of uint8 ``(N, H, W, C)`` images and int64 labels.
@@ -83,8 +91,12 @@ def load_dataset(
         raise DataError(f"image_size must be >= 0 (0 = native size), got {image_size}")
     if use_unlabelled and name != "stl10":
         raise DataError(f"use_unlabelled is only available for stl10, not {name}")
-    if name == "imagefolder":
-        return load_imagefolder(path, image_size, test_fraction, seed)  # resizes while decoding
+    if channels not in (0, 1, 3):
+        raise DataError(f"channels must be 0 (native), 1 or 3, got {channels}")
+    if group_regex and name != "imagefolder":
+        raise DataError(f"group_regex is only used with imagefolder, not {name}")
+    if name == "imagefolder":  # resizes and converts while decoding
+        return load_imagefolder(path, image_size, test_fraction, seed, channels, group_regex)
     if name == "digits":
         ds = load_digits_dataset(test_fraction, seed)
     elif name == "fashion-mnist":
@@ -98,4 +110,8 @@ def load_dataset(
         ds.test_x = resize_images(ds.test_x, image_size, desc=f"{name} test")
         if ds.unlabelled_x is not None:
             ds.unlabelled_x = resize_images(ds.unlabelled_x, image_size, desc=f"{name} unlabelled")
+    if channels:
+        ds.train_x, ds.test_x = to_channels(ds.train_x, channels), to_channels(ds.test_x, channels)
+        if ds.unlabelled_x is not None:
+            ds.unlabelled_x = to_channels(ds.unlabelled_x, channels)
     return ds

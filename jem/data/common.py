@@ -28,6 +28,8 @@ class Dataset:
     """A loaded dataset: uint8 images ``(N, H, W, C)`` and int64 labels in ``0 .. len(classes)-1``.
 
     ``unlabelled_x`` is only set for STL-10 with ``use_unlabelled``; it may be a read-only memory map.
+    ``train_groups`` is only set for an image folder split by ``data.group_regex``: the group id of
+    each training image, so the validation split can keep groups whole too.
     """
 
     train_x: np.ndarray  # uint8 (N, H, W, C)
@@ -36,6 +38,7 @@ class Dataset:
     test_y: np.ndarray  # int64 (M,)
     classes: list[str]
     unlabelled_x: np.ndarray | None = None  # uint8 (U, H, W, C)
+    train_groups: np.ndarray | None = None  # int64 (N,)
 
 
 def resize_images(x: np.ndarray, size: int, desc: str = "resize") -> np.ndarray:
@@ -56,6 +59,22 @@ def resize_images(x: np.ndarray, size: int, desc: str = "resize") -> np.ndarray:
         img = np.ascontiguousarray(x[i, :, :, 0] if c == 1 else x[i])
         resized = np.asarray(Image.fromarray(img).resize((size, size), BILINEAR))
         out[i] = resized.reshape(size, size, c)
+    return out
+
+
+def to_channels(x: np.ndarray, channels: int) -> np.ndarray:
+    """uint8 ``(N, H, W, C)`` images with ``channels`` channels: 0 or the current count returns ``x``;
+    1 -> 3 replicates; 3 -> 1 is ITU-R 601-2 luma with PIL's ``L`` rounding
+    (``(19595 R + 38470 G + 7471 B + 2**15) >> 16``), so arrays and decoded files agree."""
+    if channels in (0, x.shape[3]):
+        return x
+    if channels == 3:
+        return np.repeat(x, 3, axis=3)
+    out = np.empty(x.shape[:3] + (1,), dtype=np.uint8)
+    for i in range(0, len(x), 4096):  # chunked: uint32 temporaries stay small
+        c = x[i:i + 4096].astype(np.uint32)
+        luma = (19595 * c[..., 0] + 38470 * c[..., 1] + 7471 * c[..., 2] + 0x8000) >> 16
+        out[i:i + 4096, ..., 0] = luma.astype(np.uint8)
     return out
 
 
