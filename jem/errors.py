@@ -7,6 +7,7 @@ never the other way round. ``ConfigError`` stays beside the params schema (:mod:
 
 from __future__ import annotations
 
+import errno
 import sys
 from collections.abc import Callable
 from typing import NoReturn
@@ -24,10 +25,14 @@ class TrainingFailed(RuntimeError):
     """Pretraining raised in a worker; the message is the worker's final error line."""
 
 
+class NoSpace(OSError):
+    """Not enough free disk space for what is about to be written (checked before writing)."""
+
+
 def user_error_types() -> tuple[type[BaseException], ...]:
     from jem.sections import ConfigError
 
-    return (ConfigError, DataError, FileNotFoundError, RayUnavailable, TrainingFailed)
+    return (ConfigError, DataError, FileNotFoundError, RayUnavailable, TrainingFailed, NoSpace)
 
 
 def fail(message: str) -> NoReturn:
@@ -45,3 +50,7 @@ def run_main(main: Callable[[], None]) -> None:
     except user_error_types() as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         fail(msg)
+    except OSError as exc:  # a disk that filled up after the pre-flight check
+        if exc.errno != errno.ENOSPC:
+            raise
+        fail(f"out of disk space writing {exc.filename or 'a file'}: free some space and re-run")

@@ -15,7 +15,6 @@ channels and size, normalises them exactly like the training pipeline and return
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -26,13 +25,16 @@ from typing import Any
 
 import numpy as np
 
+from jem.errors import DataError
+from jem.io import check_free_space, sha256_file
+
 FORMAT = "jem-encoder/1"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 WEIGHT_FILES = ("encoder.safetensors", "projector.safetensors")
 
 
 def read_meta(folder: str | Path) -> dict[str, Any]:
-    """Parse and check ``encoder.json`` of an encoder folder; FileNotFoundError / ValueError (one line)."""
+    """Parse and check ``encoder.json`` of an encoder folder; FileNotFoundError / DataError (one line)."""
     folder = Path(folder)
     path = folder / "encoder.json"
     for p in (path, folder / "encoder.safetensors"):
@@ -44,16 +46,47 @@ def read_meta(folder: str | Path) -> dict[str, Any]:
         for key in ("backbone", "in_channels", "image_size"):
             arch[key]  # noqa: B018 - presence check
         int(meta["feat_dim"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"{path} is not a valid encoder description ({exc!r})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise DataError(f"{path} is not a valid encoder description ({exc!r})") from None
     return meta
+
+
+def verify_weights(folder: str | Path, meta: dict[str, Any]) -> None:
+    """Check every weight file of an encoder folder against the SHA-256 that ``encoder.json``
+    records (the pretrain stage and ``jem export`` write them). DataError naming the file when one
+    differs (bit flips, truncation, a corrupt header), is missing, or has no recorded sum."""
+    folder = Path(folder)
+    digests = meta.get("sha256")
+    if not isinstance(digests, dict) or not isinstance(digests.get("encoder.safetensors"), str):
+        raise DataError(f"{folder / 'encoder.json'} records no SHA-256 of encoder.safetensors, so its weights "
+                        "cannot be verified: re-run the pretrain stage (or `jem export`) to rewrite it")
+    for name in WEIGHT_FILES:
+        path = folder / name
+        if not path.is_file():
+            if name in digests:
+                raise DataError(f"{path} is listed in encoder.json but missing: copy the whole encoder folder")
+            continue
+        if name not in digests:
+            raise DataError(f"{path} has no SHA-256 in encoder.json: it does not belong to this encoder")
+        if sha256_file(path) != digests[name]:
+            raise DataError(f"{path} does not match the SHA-256 recorded in encoder.json: the file is corrupt "
+                            "or truncated; re-run the pretrain stage or copy the encoder again")
+
+
+def _load_tensors(path: Path) -> dict[str, Any]:
+    """``safetensors`` load with a one-line DataError for an unreadable file."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise DataError(f"{path} is not a readable safetensors file ({exc})") from None
 
 
 def load_encoder(path: str | Path) -> Any:
     """Rebuild an exported encoder from its folder (or either of its two files) as an ``nn.Module``;
-    eval mode, CPU."""
-    from safetensors.torch import load_file
-
+    eval mode, CPU. The weights are checked against the SHA-256 sums in ``encoder.json`` first."""
     from jem.models import build_backbone
 
     path = Path(path)
@@ -62,9 +95,14 @@ def load_encoder(path: str | Path) -> Any:
     for p in (meta_path, weights):
         if not p.is_file():
             raise FileNotFoundError(f"{p} not found: export an encoder with `dvc repro` (stage pretrain) first")
-    meta = json.loads(meta_path.read_text())
+    meta = read_meta(folder)
+    verify_weights(folder, meta)
     net, feat_dim = build_backbone(meta["arch"])
-    net.load_state_dict(load_file(str(weights)))
+    try:
+        net.load_state_dict(_load_tensors(weights))
+    except RuntimeError as exc:
+        raise DataError(f"{weights} does not fit the architecture in {meta_path} "
+                        f"({str(exc).strip().splitlines()[0]})") from None
     net.out_dim = feat_dim  # type: ignore[assignment]
     return net.eval()
 
@@ -89,20 +127,12 @@ def normalisation(meta: dict[str, Any], stats: str | Path | None = None) -> tupl
     return [float(m) for m in mean], [float(s) for s in std]
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def export_encoder(src: str | Path, out: str | Path, stats: str | Path | None = None) -> dict[str, Any]:
     """Validate the encoder in ``src`` and write a self-describing copy to ``out``; returns its meta.
 
     Checks: ``encoder.json`` parses, the weights load strictly into the described architecture, a
     forward pass of one zero image gives finite (1, feat_dim) features, the weight files' hashes
-    match what ``encoder.json`` records (when it records them). ``out`` is replaced atomically.
+    match what ``encoder.json`` records. ``out`` is replaced atomically, after a free-space check.
     """
     import torch
 
@@ -110,9 +140,7 @@ def export_encoder(src: str | Path, out: str | Path, stats: str | Path | None = 
     meta = read_meta(src)
     if out.resolve() == src.resolve():
         raise ValueError(f"--out {out} is the encoder folder itself; choose another folder")
-    for name, digest in meta.get("sha256", {}).items():
-        if (src / name).is_file() and _sha256(src / name) != digest:
-            raise ValueError(f"{src / name} does not match the SHA-256 recorded in encoder.json: corrupt copy")
+    verify_weights(src, meta)
     mean, std = normalisation(meta, stats)
     net = load_encoder(src)
     arch = meta["arch"]
@@ -125,13 +153,15 @@ def export_encoder(src: str | Path, out: str | Path, stats: str | Path | None = 
     meta = {**meta, "format": FORMAT, "mean": mean, "std": std}
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
+    check_free_space(out.parent, sum((src / n).stat().st_size for n in WEIGHT_FILES if (src / n).is_file())
+                     + (1 << 20), "the exported encoder")
     tmp.mkdir(parents=True)
     try:
         digests = {}
         for name in WEIGHT_FILES:
             if (src / name).is_file():
                 shutil.copyfile(src / name, tmp / name)
-                digests[name] = _sha256(tmp / name)
+                digests[name] = sha256_file(tmp / name)
         meta["sha256"] = digests
         (tmp / "encoder.json").write_text(json.dumps(meta, indent=2) + "\n")
         load_encoder(tmp)  # the copy loads too
@@ -153,16 +183,16 @@ def load_projector(folder: str | Path, method_params: Any = None) -> Any:
     to (B, P) (heads of pretext methods such as jigsaw): then the projector diagnostics are skipped.
     """
     import torch
-    from safetensors.torch import load_file
 
     from jem.models import mlp
 
     folder = Path(folder)
     weights = folder / "projector.safetensors"
+    meta = read_meta(folder)
+    verify_weights(folder, meta)
     if not weights.is_file():
         return None
-    meta = read_meta(folder)
-    state = load_file(str(weights))
+    state = _load_tensors(weights)
     dims = [int(d) for d in meta.get("projector", [])]
     feat_dim = int(meta["feat_dim"])
 

@@ -23,10 +23,15 @@ def main() -> None:
 
     check_dataset(cfg.dataset, cfg.data.root, test_fraction=cfg.data.test_fraction,
                   group_regex=cfg.data.group_regex, seed=cfg.seed)
+    from jem.preflight import check_run  # params against the data sizes, the backbone and the CPUs
+
+    notes = check_run(cfg)
     if args.out:
         with open(args.out, "w") as f:
             f.write("ok\n")
     print(f"params ok: dataset={cfg.dataset} method={cfg.method} seed={cfg.seed}")
+    for note in notes:
+        print(note)
     requested = ((yaml.safe_load(Path(args.params).read_text()) or {}).get("model") or {}).get(
         "backbone", ModelConfig().backbone)
     if requested != cfg.model.backbone:

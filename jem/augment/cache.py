@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from jem.augment.recipe import ViewParams, apply_view, sample_view_params, to_float_nchw, to_uint8_nhwc
+from jem.io import check_free_space
 from jem.progress import progress as bar
 from jem.sections import AugmentConfig, ViewConfig
 
@@ -56,6 +57,13 @@ def local_recipe(cfg: AugmentConfig) -> ViewConfig:
     (``view_a`` has none by default; a user-set ``view_a.solarize_p`` is kept).
     """
     return replace(cfg.view_a, crop_scale=list(cfg.multicrop.local_scale), blur_p=LOCAL_BLUR_P)
+
+
+def cache_bytes(n: int, k_views: int, size: int, n_local: int, lsize: int, channels: int) -> int:
+    """Bytes of the view arrays of ``n`` images (without the .npy headers)."""
+    if k_views == 0:
+        return 0
+    return n * channels * (k_views * size * size + n_local * lsize * lsize)
 
 
 def _block_seed(seed: int, block: int, kind: int, slot: int) -> int:
@@ -90,7 +98,8 @@ def build_view_cache(images: np.ndarray, cfg: AugmentConfig, out_dir: str | Path
 
     Global views keep the input height S = H; ``cfg.views_per_image == 0`` (on-device
     augmentation) writes only ``meta.json``. Files are built in ``out_dir/.tmp-*`` and moved into
-    place at the end (``meta.json`` last), so a killed run never leaves a cache that opens.
+    place at the end (``meta.json`` last), so a killed run never leaves a cache that opens. The
+    free space the arrays need is checked before anything is written (:class:`jem.errors.NoSpace`).
     """
     _check_images(images)
     if chunk < 1:
@@ -104,6 +113,9 @@ def build_view_cache(images: np.ndarray, cfg: AugmentConfig, out_dir: str | Path
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in out_dir.glob(".tmp-*"):  # left by a killed build
         shutil.rmtree(stale, ignore_errors=True)
+    # the arrays are memory-mapped sparse files: a disk that fills up while they are written kills the
+    # process with SIGBUS and no message, so the space they need is checked first (+ 1 MiB for headers)
+    check_free_space(out_dir, cache_bytes(n, k_views, size, n_local, lsize, c) + (1 << 20), "the view cache")
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=out_dir))
     try:
         if k_views > 0:

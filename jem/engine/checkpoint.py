@@ -21,6 +21,8 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from jem.io import sha256_file
+
 
 def save_state(folder: Path, method: nn.Module, optimizer: torch.optim.Optimizer, epochs_done: int,
                history: list[dict[str, float]]) -> None:
@@ -38,8 +40,9 @@ def load_state(folder: Path, method: nn.Module, optimizer: torch.optim.Optimizer
 
 
 def save_encoder(folder: Path, method: Any, stats: dict[str, Any] | None = None) -> None:
-    """Write ``encoder.safetensors`` + ``encoder.json`` (arch, feature dim, method, and the input
-    normalisation ``mean``/``std`` when ``stats`` is given, so the export is self-contained)."""
+    """Write ``encoder.safetensors`` + ``encoder.json`` (arch, feature dim, method, the SHA-256 of each
+    weight file, and the input normalisation ``mean``/``std`` when ``stats`` is given, so the export
+    is self-contained)."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in method.backbone.state_dict().items()}
     save_file(tensors, str(folder / "encoder.safetensors"))
     projector = getattr(method, "projector", None)
@@ -50,6 +53,9 @@ def save_encoder(folder: Path, method: Any, stats: dict[str, Any] | None = None)
             "projector": list(getattr(method, "projector_dims", []))}
     if stats is not None:
         meta.update(mean=list(stats["mean"]), std=list(stats["std"]))
+    # every loader checks these (jem.export.verify_weights): a corrupt or truncated copy is one error line
+    weights = ("encoder.safetensors", "projector.safetensors")
+    meta["sha256"] = {name: sha256_file(folder / name) for name in weights if (folder / name).is_file()}
     (folder / "encoder.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 

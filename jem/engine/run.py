@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from jem.config import Config, to_dict
-from jem.engine.session import check_resources, cluster_address, ray_session
+from jem.engine.session import check_local_fit, check_resources, cluster_address, ray_session
 from jem.errors import TrainingFailed
+from jem.io import check_free_space
 
 # train.* knobs that do not change the trained weights: not part of the run identity
 NOT_IN_RUN_IDENTITY = ("max_failures", "checkpoint_every", "cpus_per_worker")
@@ -139,13 +140,19 @@ def make_trainer(cfg: Config, raw_params: dict[str, Any], prepared: Path, views:
 
 
 def _copy_encoder(checkpoint: Any, folder: Path) -> None:
-    """The exported encoder files of the final Ray checkpoint, copied into a fresh ``folder``."""
+    """The exported encoder files of the final Ray checkpoint, copied into a fresh ``folder`` after a
+    free-space check; nothing of ``folder`` is left when the copy fails."""
     shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
     with checkpoint.as_directory() as d:
-        for fname in ENCODER_FILES:
-            if (Path(d) / fname).exists():
-                shutil.copy2(Path(d) / fname, folder / fname)
+        files = [Path(d) / f for f in ENCODER_FILES if (Path(d) / f).exists()]
+        check_free_space(folder.parent, sum(f.stat().st_size for f in files) + (1 << 20), "the trained encoder")
+        try:
+            folder.mkdir(parents=True)
+            for f in files:
+                shutil.copy2(f, folder / f.name)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
 
 
 def pretrain(cfg: Config, raw_params: dict[str, Any], prepared: Path, views: Path, out_dir: Path,
@@ -158,10 +165,12 @@ def pretrain(cfg: Config, raw_params: dict[str, Any], prepared: Path, views: Pat
     if "://" not in storage:
         Path(storage).mkdir(parents=True, exist_ok=True)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
+    gpus = 1.0 if cfg.train.use_gpu else 0.0
+    local = not cluster_address(cfg.ray)
+    check_local_fit(cfg.ray, cfg.train.workers, cfg.train.cpus_per_worker, gpus, "pretrain")  # before Ray starts
     with ray_session(cfg.ray):
-        if not cluster_address(cfg.ray):
-            check_resources(cfg.train.workers, cfg.train.cpus_per_worker, 1.0 if cfg.train.use_gpu else 0.0,
-                            "pretrain")
+        if local:  # what the started instance really has
+            check_resources(cfg.train.workers, cfg.train.cpus_per_worker, gpus, "pretrain")
         trainer = make_trainer(cfg, raw_params, prepared, views, name=name, storage=storage, live_dir=live_dir,
                                progress=progress)
         try:

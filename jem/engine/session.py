@@ -65,6 +65,11 @@ def _sigterm_as_exit() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+# addresses of the private local instances this process started (and runs now). Their address is
+# published as $RAY_ADDRESS, which must not make the code below believe it runs on a cluster.
+_OWN_LOCAL: set[str] = set()
+
+
 @contextmanager
 def _local_address_env() -> Iterator[None]:
     """Pick the GCS port of a new local instance and publish it as ``$RAY_ADDRESS`` to the Ray
@@ -77,9 +82,11 @@ def _local_address_env() -> Iterator[None]:
     patch = {"RAY_GCS_SERVER_PORT": str(port), "RAY_ADDRESS": f"127.0.0.1:{port}"}
     saved = {k: os.environ.get(k) for k in patch}
     os.environ.update(patch)
+    _OWN_LOCAL.add(patch["RAY_ADDRESS"])
     try:
         yield
     finally:
+        _OWN_LOCAL.discard(patch["RAY_ADDRESS"])
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
@@ -88,9 +95,46 @@ def _local_address_env() -> Iterator[None]:
 
 
 def cluster_address(rcfg: RayConfig) -> str:
-    """The cluster to attach to (``ray.address``, else ``$RAY_ADDRESS``); ``''`` = a private local instance."""
+    """The cluster to attach to (``ray.address``, else ``$RAY_ADDRESS``); ``''`` = a private local
+    instance, also while one started by :func:`ray_session` in this process runs (it publishes its
+    own address as ``$RAY_ADDRESS``)."""
     address = rcfg.address or os.environ.get("RAY_ADDRESS", "")
-    return "" if address == "local" else address
+    return "" if address == "local" or address in _OWN_LOCAL else address
+
+
+def local_cpus(rcfg: RayConfig) -> float:
+    """CPUs a private local instance of ``rcfg`` gets: ``ray.num_cpus``, else what Ray itself detects
+    on this machine (container CPU quotas included), without starting Ray."""
+    if rcfg.num_cpus:
+        return float(rcfg.num_cpus)
+    try:
+        from ray._private.utils import get_num_cpus  # what ray.init(num_cpus=None) uses
+
+        return float(get_num_cpus(override_docker_cpu_warning=True))
+    except (ImportError, TypeError):  # another Ray version: the CPUs this process may use
+        return float(len(os.sched_getaffinity(0)))
+
+
+def local_gpus() -> int:
+    """GPUs a private local instance would see (CUDA devices visible to torch)."""
+    import torch
+
+    return int(torch.cuda.device_count())
+
+
+def resource_shortfall(workers: int, cpus_per_worker: float, gpus_per_worker: float, what: str,
+                       cpus: float, gpus: float, where: str, section: str = "train") -> str | None:
+    """The one line saying why ``workers`` workers can never fit ``cpus`` CPUs / ``gpus`` GPUs, or None;
+    ``section`` names the params section holding ``workers`` and ``cpus_per_worker``."""
+    need_cpu, need_gpu = workers * cpus_per_worker, workers * gpus_per_worker
+    if cpus + 1e-9 < need_cpu:
+        return (f"{what}: {section}.workers={workers} x {section}.cpus_per_worker={cpus_per_worker:g} = "
+                f"{need_cpu:g} CPUs but {where} has {cpus:g}; lower {section}.workers or "
+                f"{section}.cpus_per_worker, or attach to a cluster (ray.address)")
+    if gpus + 1e-9 < need_gpu:
+        return (f"{what}: {workers} worker(s) x {gpus_per_worker:g} GPU = {need_gpu:g} GPUs but {where} has "
+                f"{gpus:g}; train without GPUs or attach to a cluster with GPUs (ray.address)")
+    return None
 
 
 @contextmanager
@@ -138,16 +182,28 @@ def ray_session(rcfg: RayConfig) -> Iterator[str]:
             ray.shutdown()
 
 
-def check_resources(workers: int, cpus_per_worker: float, gpus_per_worker: float, what: str) -> None:
+def check_local_fit(rcfg: RayConfig, workers: int, cpus_per_worker: float, gpus_per_worker: float, what: str,
+                    section: str = "train") -> None:
+    """Before Ray starts: when ``rcfg`` gives no cluster (a private local instance will run), one
+    line if ``workers`` x ``cpus_per_worker`` CPUs (or GPUs) exceed what that instance will have.
+    Ray would otherwise retry the worker group forever. Nothing is checked for a cluster."""
+    if cluster_address(rcfg):
+        return
+    where = f"the local Ray instance (ray.num_cpus={rcfg.num_cpus})" if rcfg.num_cpus else "this machine"
+    line = resource_shortfall(workers, cpus_per_worker, gpus_per_worker, what, local_cpus(rcfg),
+                              local_gpus() if gpus_per_worker > 0 else 0.0, where, section)
+    if line:
+        raise RayUnavailable(line)
+
+
+def check_resources(workers: int, cpus_per_worker: float, gpus_per_worker: float, what: str,
+                    section: str = "train") -> None:
     """One clear line when a private local instance can never fit ``workers`` workers (instead of
     waiting forever). Not used on clusters, where an autoscaler may still add nodes."""
     import ray
 
     res = ray.cluster_resources()
-    need_cpu, need_gpu = workers * cpus_per_worker, workers * gpus_per_worker
-    if res.get("CPU", 0) + 1e-9 < need_cpu:
-        raise RayUnavailable(f"{what}: {workers} worker(s) x {cpus_per_worker:g} CPU = {need_cpu:g} CPUs but the "
-                             f"Ray cluster has {res.get('CPU', 0):g}; lower the workers or CPUs per worker")
-    if res.get("GPU", 0) + 1e-9 < need_gpu:
-        raise RayUnavailable(f"{what}: {workers} worker(s) x {gpus_per_worker:g} GPU = {need_gpu:g} GPUs but the "
-                             f"Ray cluster has {res.get('GPU', 0):g}")
+    line = resource_shortfall(workers, cpus_per_worker, gpus_per_worker, what, res.get("CPU", 0.0),
+                              res.get("GPU", 0.0), "the local Ray instance", section)
+    if line:
+        raise RayUnavailable(line)

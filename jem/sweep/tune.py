@@ -174,7 +174,7 @@ def run_sweep(scfg: SweepConfig, trial_base: dict, dims: list[Dim], prepared: Pa
 
     t = scfg.trial
     if local:
-        check_resources(t.workers, t.cpus_per_worker, t.gpus_per_worker, "one sweep trial")
+        check_resources(t.workers, t.cpus_per_worker, t.gpus_per_worker, "one sweep trial", "sweep.trial")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic reporter is silent at verbose=0
     concurrent = scfg.max_concurrent_trials or _fits(t)
     experiment = sweep_name(scfg, trial_base, data_fingerprint(prepared, views))

@@ -3,6 +3,7 @@ backbone and projector, the report's arrays; and the projector head rebuilt for 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 
@@ -114,11 +115,27 @@ def test_projector_rebuilt_for_every_method(tmp_path, method):
         assert torch.allclose(head(feats), ref, atol=1e-6)
 
 
+def _record(enc, name: str, digest: str | None) -> None:
+    meta = json.loads((enc / "encoder.json").read_text())
+    if digest is None:
+        meta["sha256"].pop(name)
+    else:
+        meta["sha256"][name] = digest
+    (enc / "encoder.json").write_text(json.dumps(meta))
+
+
 def test_projector_absent_or_unloadable_is_skipped(tmp_path):
     _, enc = trained_like(tmp_path)
     (enc / "projector.safetensors").unlink()
+    with pytest.raises(ValueError, match="projector.safetensors is listed in encoder.json but missing"):
+        load_projector(enc)
+    _record(enc, "projector.safetensors", None)  # an encoder saved without a projector
     assert load_projector(enc) is None
     save_file({"bogus": torch.zeros(3)}, str(enc / "projector.safetensors"))
+    with pytest.raises(ValueError, match="no SHA-256 in encoder.json"):
+        load_projector(enc)
+    # a well-formed head of another shape, recorded as this encoder's: skipped
+    _record(enc, "projector.safetensors", hashlib.sha256((enc / "projector.safetensors").read_bytes()).hexdigest())
     assert load_projector(enc) is None
 
 
