@@ -122,6 +122,15 @@ def _check_cross_field(cfg: Config) -> None:
         raise ConfigError("data.root = '' but dataset imagefolder needs data.root (one sub-folder "
                           "per class)")
     _check_group_regex(cfg.dataset, cfg.data.group_regex)
+    if cfg.dataset == "av-digits" and not cfg.data.audio_root:
+        raise ConfigError("data.audio_root = '' but dataset av-digits needs it: the 'recordings' folder of "
+                          "github.com/Jakobovski/free-spoken-digit-dataset (e.g. ../shared/data/fsdd/recordings)")
+    if cfg.data.audio_root and cfg.dataset != "av-digits":
+        raise ConfigError(f"data.audio_root = {cfg.data.audio_root!r} is only used with dataset av-digits, "
+                          f"not {cfg.dataset}; set it to ''")
+    if cfg.dataset == "avfolder" and not cfg.data.root:
+        raise ConfigError("data.root = '' but dataset avfolder needs data.root (one sub-folder per class "
+                          "holding <id>.png beside <id>.wav)")
 
 
 def _check_group_regex(dataset: str, group_regex: str) -> None:

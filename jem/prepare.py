@@ -63,7 +63,8 @@ def prepare(cfg: BaseConfig, out: Path) -> dict[str, Any]:
 
     d = cfg.data
     ds = load_dataset(cfg.dataset, d.root, d.image_size, d.test_fraction, cfg.seed, d.use_unlabelled,
-                      d.channels, d.group_regex)
+                      d.channels, d.group_regex, d.audio_root)
+    train_a, test_a = ds.train_audio, ds.test_audio  # int16 (N, T) for the audio-visual sets, else None
     train_x, train_y, test_x, test_y = ds.train_x, ds.train_y, ds.test_x, ds.test_y
     n_groups: dict[str, int] = {}
     if ds.train_groups is None:
@@ -75,12 +76,16 @@ def prepare(cfg: BaseConfig, out: Path) -> dict[str, Any]:
         n_groups = {"train": len(np.unique(ds.train_groups[keep])), "val": len(np.unique(ds.train_groups[val]))}
     val_x, val_y = train_x[val], train_y[val]
     train_x, train_y = train_x[keep], train_y[keep]
+    val_a = None if train_a is None else train_a[val]
+    train_a = None if train_a is None else train_a[keep]
     if d.max_train and d.max_train < len(train_y):
         keep = stratified_subset(train_y, d.max_train / len(train_y), cfg.seed)
         train_x, train_y = train_x[keep], train_y[keep]
+        train_a = None if train_a is None else train_a[keep]
     if d.max_test and d.max_test < len(test_y):
         keep = stratified_subset(test_y, d.max_test / len(test_y), cfg.seed + 1)
         test_x, test_y = test_x[keep], test_y[keep]
+        test_a = None if test_a is None else test_a[keep]
     pretrain_x = ds.unlabelled_x if (d.use_unlabelled and ds.unlabelled_x is not None) else train_x
     for name, arr in (("train_x", train_x), ("train_y", train_y), ("val_x", val_x), ("val_y", val_y),
                       ("test_x", test_x), ("test_y", test_y),
@@ -89,11 +94,16 @@ def prepare(cfg: BaseConfig, out: Path) -> dict[str, Any]:
         np.save(out / f"{name}.npy", np.ascontiguousarray(arr))
     if pretrain_x is not train_x:
         np.save(out / "pretrain_x.npy", np.ascontiguousarray(pretrain_x))
+    if train_a is not None and val_a is not None and test_a is not None:  # row i pairs with image i
+        for name, arr in (("train_audio", train_a), ("val_audio", val_a), ("test_audio", test_a)):
+            np.save(out / f"{name}.npy", np.ascontiguousarray(arr))
     mean, std = channel_stats(pretrain_x)
     stats = {"dataset": cfg.dataset, "classes": list(ds.classes), "num_classes": len(ds.classes),
              "image_size": int(train_x.shape[1]), "channels": int(train_x.shape[3]), "mean": mean, "std": std,
              "n_train": len(train_y), "n_val": len(val_y), "n_test": len(test_y), "n_pretrain": len(pretrain_x)}
     if n_groups:
         stats["n_groups"] = n_groups
+    if train_a is not None:
+        stats["audio"] = {"sample_rate": ds.sample_rate, "samples": int(train_a.shape[1])}
     write_json(out / "stats.json", stats)
     return stats

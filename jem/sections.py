@@ -30,7 +30,7 @@ import yaml
 
 from jem._schema import OPTIMIZERS, knob
 
-DATASETS = ("digits", "fashion-mnist", "cifar10", "cifar100", "stl10", "imagefolder")
+DATASETS = ("digits", "fashion-mnist", "cifar10", "cifar100", "stl10", "imagefolder", "av-digits", "avfolder")
 BACKBONES = ("small_cnn", "resnet18", "vit_tiny")
 PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 
@@ -51,6 +51,7 @@ class DataConfig:
     use_unlabelled: bool = knob(False)  # stl10: pretrain on the 100k unlabelled split
     channels: int = knob(0, choices=(0, 1, 3))  # 0 -> native (imagefolder: 1 if every file is greyscale)
     group_regex: str = knob("")  # imagefolder: group = 1st capture group on the path below root; kept whole
+    audio_root: str = knob("")  # av-digits: the FSDD recordings folder ({digit}_{speaker}_{take}.wav)
 
 
 @dataclass(frozen=True)

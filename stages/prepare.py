@@ -18,7 +18,7 @@ def main() -> None:
     from jem.prepare import prepare
 
     check_dataset(cfg.dataset, cfg.data.root, test_fraction=cfg.data.test_fraction,
-                  group_regex=cfg.data.group_regex, seed=cfg.seed)
+                  group_regex=cfg.data.group_regex, seed=cfg.seed, audio_root=cfg.data.audio_root)
     with atomic_dir(args.out) as tmp:
         stats = prepare(cfg, tmp)
     print(f"prepared {cfg.dataset}: {stats['n_train']} train / {stats['n_val']} validation / "

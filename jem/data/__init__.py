@@ -8,6 +8,7 @@ and how to fix it. Nothing here downloads.
 
 from __future__ import annotations
 
+from jem.data.avdigits import check_av_digits, check_avfolder, load_av_digits, load_avfolder
 from jem.data.cifar import check_cifar, load_cifar
 from jem.data.common import Dataset, resize_images, to_channels
 from jem.data.digits import load_digits_dataset
@@ -28,6 +29,8 @@ DEFAULT_ROOTS: dict[str, str] = {
     "cifar100": "/usr/share/datasets/cifar100",
     "stl10": "/usr/share/datasets/stl10",
     "imagefolder": "",
+    "av-digits": "",
+    "avfolder": "",
 }
 
 
@@ -38,7 +41,7 @@ def _root(name: str, root: str) -> str:
 
 
 def check_dataset(name: str, root: str = "", use_unlabelled: bool = False, test_fraction: float = 0.25,
-                  group_regex: str = "", seed: int = 0) -> None:
+                  group_regex: str = "", seed: int = 0, audio_root: str = "") -> None:
     """Cheaply check that dataset ``name`` is present and complete under ``root`` ("" -> default).
 
     Only file existence, sizes and headers are looked at (milliseconds, no decoding), so truncated
@@ -46,7 +49,10 @@ def check_dataset(name: str, root: str = "", use_unlabelled: bool = False, test_
     :func:`load_dataset`. ``use_unlabelled`` also checks STL-10's unlabelled file. An image folder's
     layout is checked too (two or more class folders of three or more images; with ``group_regex``,
     every file has a group and the group-aware ``test_fraction`` split under ``seed`` leaves every
-    class a test image). Raises :class:`DataError` naming what is missing and how to get it.
+    class a test image). The audio-visual sets have every WAV header checked (mono, 16-bit, the
+    sample rate, not truncated): ``av-digits`` reads its recordings from ``audio_root``, ``avfolder``
+    pairs ``<id>.wav`` beside each image under ``root``. Raises :class:`DataError` naming what is
+    missing and how to get it.
     """
     path = _root(name, root)
     if name == "fashion-mnist":
@@ -57,6 +63,10 @@ def check_dataset(name: str, root: str = "", use_unlabelled: bool = False, test_
         check_stl10(path, use_unlabelled)
     elif name == "imagefolder":
         check_imagefolder(path, test_fraction, group_regex, seed)
+    elif name == "av-digits":
+        check_av_digits(audio_root)
+    elif name == "avfolder":
+        check_avfolder(path)
     # digits ships inside scikit-learn: nothing to check.
 
 
@@ -69,8 +79,10 @@ def load_dataset(
     use_unlabelled: bool = False,
     channels: int = 0,
     group_regex: str = "",
+    audio_root: str = "",
 ) -> Dataset:
-    """Load dataset ``name`` ("digits", "fashion-mnist", "cifar10", "cifar100", "stl10", "imagefolder").
+    """Load dataset ``name`` ("digits", "fashion-mnist", "cifar10", "cifar100", "stl10", "imagefolder",
+    "av-digits", "avfolder"; the last two also fill ``Dataset.train_audio``/``test_audio``).
 
     Args:
         root: folder holding the official files ("" -> ``DEFAULT_ROOTS[name]``).
@@ -82,6 +94,7 @@ def load_dataset(
         channels: 1 (greyscale) or 3 (RGB); 0 keeps the native channels (imagefolder: one channel
             when every file is stored greyscale, see :mod:`jem.data.imagefolder`).
         group_regex: imagefolder only, a group-aware split (see :mod:`jem.data.imagefolder`).
+        audio_root: av-digits only, the FSDD recordings folder (see :mod:`jem.data.avdigits`).
 
     Returns:
         A :class:`Dataset` of uint8 ``(N, H, W, C)`` images and int64 labels.
@@ -95,9 +108,15 @@ def load_dataset(
         raise DataError(f"channels must be 0 (native), 1 or 3, got {channels}")
     if group_regex and name != "imagefolder":
         raise DataError(f"group_regex is only used with imagefolder, not {name}")
+    if audio_root and name != "av-digits":
+        raise DataError(f"audio_root is only used with av-digits, not {name}")
     if name == "imagefolder":  # resizes and converts while decoding
         return load_imagefolder(path, image_size, test_fraction, seed, channels, group_regex)
-    if name == "digits":
+    if name == "avfolder":
+        return load_avfolder(path, image_size, test_fraction, seed, channels)
+    if name == "av-digits":
+        ds = load_av_digits(audio_root, test_fraction, seed)
+    elif name == "digits":
         ds = load_digits_dataset(test_fraction, seed)
     elif name == "fashion-mnist":
         ds = load_fashion_mnist(path)

@@ -30,6 +30,8 @@ class Dataset:
     ``unlabelled_x`` is only set for STL-10 with ``use_unlabelled``; it may be a read-only memory map.
     ``train_groups`` is only set for an image folder split by ``data.group_regex``: the group id of
     each training image, so the validation split can keep groups whole too.
+    ``train_audio``/``test_audio`` are only set for the audio-visual sets (``av-digits``,
+    ``avfolder``): int16 mono samples ``(N, T)`` at ``sample_rate`` Hz, row ``i`` paired with image ``i``.
     """
 
     train_x: np.ndarray  # uint8 (N, H, W, C)
@@ -39,6 +41,9 @@ class Dataset:
     classes: list[str]
     unlabelled_x: np.ndarray | None = None  # uint8 (U, H, W, C)
     train_groups: np.ndarray | None = None  # int64 (N,)
+    train_audio: np.ndarray | None = None  # int16 (N, T)
+    test_audio: np.ndarray | None = None  # int16 (M, T)
+    sample_rate: int = 0
 
 
 def resize_images(x: np.ndarray, size: int, desc: str = "resize") -> np.ndarray:
