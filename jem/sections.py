@@ -85,11 +85,31 @@ class MultiCropConfig:
 
 
 @dataclass(frozen=True)
+class AudioConfig:
+    """The audio front end and its augmentations (audio-visual data sets; see jem.augment.audio)."""
+
+    n_fft: int = knob(256, lo=16, hi=8192)  # STFT window (samples): 32 ms at 8 kHz
+    hop: int = knob(128, lo=1, hi=8192)  # STFT hop (samples)
+    n_mels: int = knob(40, lo=4, hi=256)  # mel bands (HTK scale)
+    f_min: float = knob(0.0, lo=0.0)  # Hz
+    f_max: float = knob(0.0, lo=0.0)  # Hz; 0 -> the Nyquist frequency
+    shift_s: float = knob(0.1, lo=0.0, hi=10.0)  # time shift up to +- this many seconds
+    gain_db: float = knob(6.0, lo=0.0, hi=40.0)  # gain U(-g, g) dB
+    noise_p: float = knob(0.5, lo=0.0, hi=1.0)  # probability of white noise
+    snr_db: list = knob([10.0, 40.0], pair=True, gt=-100.0, hi=100.0)  # its SNR range (dB)
+    freq_masks: int = knob(2, lo=0, hi=8)  # SpecAugment frequency masks
+    freq_width: int = knob(6, lo=0, hi=256)  # up to this many mel bands each
+    time_masks: int = knob(2, lo=0, hi=8)  # SpecAugment time masks
+    time_width: int = knob(8, lo=0, hi=1024)  # up to this many frames each
+
+
+@dataclass(frozen=True)
 class AugmentConfig:
     views_per_image: int = knob(4, lo=0, hi=64)  # K global views cached per image; 0 = on device
     view_a: ViewConfig = field(default_factory=ViewConfig)
     view_b: ViewConfig = field(default_factory=_view_b)
     multicrop: MultiCropConfig = field(default_factory=MultiCropConfig)
+    audio: AudioConfig = field(default_factory=AudioConfig)  # audio-visual data sets only
 
 
 @dataclass(frozen=True)

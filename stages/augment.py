@@ -27,6 +27,16 @@ def main() -> None:
     meta = build_view_cache(images, cfg.augment, args.out, cfg.seed)
     print(f"view cache: {meta['num_images']} images x {meta['views_per_image']} views of {meta['size']} px"
           + (f" + {meta['local_crops']} local crops of {meta['local_size']} px" if meta.get("local_crops") else ""))
+    if (args.prepared / "train_audio.npy").exists() and meta["views_per_image"] > 0:  # an audio-visual set
+        import json
+
+        from jem.augment.audio import build_audio_cache
+
+        rate = int(json.loads((args.prepared / "stats.json").read_text())["audio"]["sample_rate"])
+        audio = build_audio_cache(np.load(args.prepared / "train_audio.npy"), rate, cfg.augment.audio,
+                                  meta["views_per_image"], args.out, cfg.seed)
+        print(f"audio views: {audio['num_recordings']} recordings x {audio['views_per_recording']} log-mel "
+              f"spectrograms of {audio['n_mels']} x {audio['frames']}")
 
 
 if __name__ == "__main__":
