@@ -40,10 +40,42 @@ def fail(message: str) -> NoReturn:
     raise SystemExit(2)
 
 
+STAGE_TIMES = ".jem/stage_times"  # below the repo root (git-ignored): bookkeeping, not a DVC output
+
+
+def _record_stage_time(started: float, wall_s: float) -> None:
+    """``<repo>/.jem/stage_times/<stage>.json`` for a ``stages/<stage>.py`` script that succeeded:
+    when it started and finished (UTC) and its wall time; the report's provenance block reads them."""
+    import json
+    import os
+    import time
+    from pathlib import Path
+
+    script = Path(sys.argv[0])
+    if script.parent.name != "stages" or script.suffix != ".py":
+        return
+    stamp = "%Y-%m-%dT%H:%M:%SZ"
+    record = {"stage": script.stem, "started": time.strftime(stamp, time.gmtime(started)),
+              "finished": time.strftime(stamp, time.gmtime(started + wall_s)), "wall_s": round(wall_s, 3)}
+    folder = Path(os.environ.get("DVC_ROOT") or ".") / STAGE_TIMES
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{script.stem}.json.tmp"
+        tmp.write_text(json.dumps(record) + "\n")
+        tmp.replace(folder / f"{script.stem}.json")
+    except OSError:  # bookkeeping only: never fail a stage that succeeded
+        pass
+
+
 def run_main(main: Callable[[], None]) -> None:
-    """Call ``main``; known user errors become one line on stderr and exit code 2, Ctrl-C exit 130."""
+    """Call ``main``; known user errors become one line on stderr and exit code 2, Ctrl-C exit 130.
+    A ``stages/*.py`` script that succeeds records its wall time (see :func:`_record_stage_time`)."""
+    import time
+
+    started, t0 = time.time(), time.perf_counter()
     try:
         main()
+        _record_stage_time(started, time.perf_counter() - t0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         raise SystemExit(130) from None
@@ -53,4 +85,5 @@ def run_main(main: Callable[[], None]) -> None:
     except OSError as exc:  # a disk that filled up after the pre-flight check
         if exc.errno != errno.ENOSPC:
             raise
-        fail(f"out of disk space writing {exc.filename or 'a file'}: free some space and re-run")
+        where = f" writing {exc.filename}" if exc.filename else ""
+        fail(f"out of disk space{where} ({exc.strerror}): free some space and re-run")

@@ -3,7 +3,9 @@
 
 Inputs: the raw params mapping, ``metrics/pretrain.json``, ``metrics/eval.json``, the DVCLive
 folder of the pretrain stage and the evaluate stage's artefacts folder (``data/eval``, see
-:mod:`jem.evaluate_run`). Anything missing is reported as missing, never silently dropped.
+:mod:`jem.evaluate_run`); optionally the stage time records (``.jem/stage_times``, for the
+provenance block) and other runs (for means and error bars over seeds, see
+:mod:`jem.report.seeds`). Anything missing is reported as missing, never silently dropped.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from jem.io import flatten
-from jem.report import plots
+from jem.report import plots, provenance, seeds
 from jem.report.document import Document
 
 NOT_IN_SCHEMA = "(not in the schema)"
@@ -45,9 +47,19 @@ def metric_rows(ev: dict[str, Any], knn_k: list[int]) -> list[tuple[str, tuple[s
     k0 = knn_k[0] if knn_k else 20
     rows = [(f"kNN top-1 (k={k0})", ("knn", "top1")), (f"kNN top-5 (k={k0})", ("knn", "top5"))]
     rows += [(f"kNN top-1 (k={k})", (f"knn{k}", "top1")) for k in knn_k[1:]]
-    rows += [("linear top-1", ("linear", "top1")), ("linear top-5", ("linear", "top5")),
-             ("semi-sup. 1% top-1", ("semi_1pct", "top1")), ("semi-sup. 10% top-1", ("semi_10pct", "top1"))]
+    rows += [("linear top-1", ("linear", "top1")), ("linear top-5", ("linear", "top5"))] + SEMI_ROWS
     return [r for r in rows if _get(ev, *r[1]) is not None]
+
+
+SEMI_ROWS = [("semi-sup. 1% top-1", ("semi_1pct", "top1")), ("semi-sup. 10% top-1", ("semi_10pct", "top1"))]
+# the rows of the accuracy figure (top-1 of each protocol)
+FIGURE_ROWS = [("kNN", ("knn", "top1")), ("linear probe", ("linear", "top1")),
+               ("semi-sup. 1%", ("semi_1pct", "top1")), ("semi-sup. 10%", ("semi_10pct", "top1"))]
+
+
+def negative_gains(rows: list[list[str]]) -> frozenset[tuple[int, int]]:
+    """(row, column) of every negative gain in a :func:`metrics_table`: pretraining lost to a baseline."""
+    return frozenset((k, len(r) - 1) for k, r in enumerate(rows) if r[-1].startswith("-"))
 
 
 def metrics_table(ev: dict[str, Any], knn_k: list[int]) -> tuple[list[str], list[list[str]]]:
@@ -135,36 +147,49 @@ def _summary(params: dict[str, Any], pretrain: dict[str, Any]) -> str:
     return (f"Seed {params.get('seed')}; {pretrain.get('epochs', '?')} epochs (started at epoch "
             f"{pretrain.get('start_epoch', '?')}); effective batch {pretrain.get('effective_batch', '?')}, "
             f"effective lr {num('effective_lr', '.4g')}; final loss {num('final_loss', '.4f')}; "
-            f"{num('views_per_s', '.0f')} views/s; wall {num('wall_s', '.0f')} s.")
+            f"{num('views_per_s', '.0f')} views/s; pretraining wall time {num('wall_s', '.0f')} s (every "
+            "stage's time and the total are under Provenance).")
 
 
 def build_report(out_dir: Path, params: dict[str, Any], pretrain: dict[str, Any], ev: dict[str, Any],
-                 live_dir: Path, artefacts: Path | None = None) -> Path:
-    """Write ``out_dir`` (replaced atomically): report.md, report.html, PNGs, CSVs; returns report.md."""
+                 live_dir: Path, artefacts: Path | None = None, times_dir: Path | None = None,
+                 root: Path | None = None, runs: list[tuple[str, dict[str, Any], dict[str, Any]]] | None = None
+                 ) -> Path:
+    """Write ``out_dir`` (replaced atomically): report.md, report.html, PNGs, CSVs; returns report.md.
+
+    ``times_dir``: the stage time records; ``root``: the git checkout the commit is read from
+    (default: the current directory); ``runs``: other runs (:func:`jem.report.seeds.load_runs`)
+    from which the seeds of this experiment are gathered."""
     from jem.config import defaults_dict
     from jem.io import atomic_dir
 
     with atomic_dir(out_dir) as tmp:
-        doc = _compose(tmp, params, pretrain, ev, live_dir, artefacts, defaults_dict())
+        doc = _compose(tmp, params, pretrain, ev, live_dir, artefacts, defaults_dict(), runs or [])
+        _provenance_section(doc, root or Path.cwd(), times_dir)
         (tmp / "report.md").write_text(doc.markdown())
         (tmp / "report.html").write_text(doc.html(tmp))
     return out_dir / "report.md"
 
 
 def _compose(out: Path, params: dict[str, Any], pretrain: dict[str, Any], ev: dict[str, Any], live_dir: Path,
-             artefacts: Path | None, defaults: dict[str, Any]) -> Document:
+             artefacts: Path | None, defaults: dict[str, Any],
+             runs: list[tuple[str, dict[str, Any], dict[str, Any]]]) -> Document:
     doc = Document(f"jem report: {params.get('method')} on {params.get('dataset')}")
     doc.para(_summary(params, pretrain))
     sections = collapse_sections(ev.get("collapse", {}))
     _collapse_warning(doc, ev, sections)
-    _metrics_section(doc, out, ev, list(params.get("eval", {}).get("knn_k", defaults["eval"]["knn_k"])), artefacts)
+    knn_k = list(params.get("eval", {}).get("knn_k", defaults["eval"]["knn_k"]))
+    _metrics_section(doc, out, ev, knn_k, artefacts, str(params.get("dataset", "")))
+    group = seeds.seed_group(params, flatten(ev), runs, defaults)
+    if len(group) > 1:
+        _seeds_section(doc, out, group, knn_k)
     _collapse_section(doc, sections)
     _params_section(doc, params, defaults)
     _curves_section(doc, out, live_dir)
     if artefacts is None or not (artefacts / "meta.json").is_file():
         doc.heading("Embeddings")
-        doc.note("No evaluate artefacts (data/eval): t-SNE, retrieval, correlation, views and per-class "
-                 "accuracy are not available.")
+        doc.note("No evaluate artefacts (data/eval): t-SNE, retrieval, correlation, views, per-class "
+                 "accuracy and the confusion matrix are not available.")
         return doc
     _artefact_sections(doc, out, artefacts)
     return doc
@@ -181,22 +206,113 @@ def _collapse_warning(doc: Document, ev: dict[str, Any], sections: dict[str, dic
                  "failure by itself.")
 
 
-def _metrics_section(doc: Document, out: Path, ev: dict[str, Any], knn_k: list[int], artefacts: Path | None) -> None:
+def _figure_series(get: Any) -> tuple[list[str], dict[str, list[float | None]]]:
+    """(protocols, {encoder: top-1 per protocol}) for the accuracy figure; ``get(*path)`` reads one
+    value. A protocol the pretrained encoder lacks is left out; a baseline it lacks is None."""
+    groups: list[str] = []
+    series: dict[str, list[float | None]] = {"pretrained": [], **{name: [] for name, _ in BASELINES}}
+    for label, keys in FIGURE_ROWS:
+        if get(*keys) is not None:
+            groups.append(label)
+            series["pretrained"].append(get(*keys))
+            for name, key in BASELINES:
+                series[name].append(get(key, *keys))
+    return groups, {k: v for k, v in series.items() if any(x is not None for x in v)}
+
+
+def _metrics_section(doc: Document, out: Path, ev: dict[str, Any], knn_k: list[int], artefacts: Path | None,
+                     dataset: str = "") -> None:
     doc.heading("Metrics")
     header, rows = metrics_table(ev, knn_k)
-    doc.table(header, rows)
-    groups: list[str] = []
-    series: dict[str, list[float]] = {"pretrained": [], **{name: [] for name, _ in BASELINES}}
-    for label, keys in (("kNN", ("knn", "top1")), ("linear", ("linear", "top1"))):
-        if _get(ev, *keys) is not None:
-            groups.append(label)
-            series["pretrained"].append(_get(ev, *keys) or 0.0)
-            for name, key in BASELINES:
-                series[name].append(_get(ev, key, *keys) or 0.0)
+    bad = negative_gains(rows)
+    doc.table(header, rows, bad=bad)
+    if bad:
+        lost = ", ".join(rows[k][0] for k, _ in sorted(bad))
+        why = ("on 8x8 digits raw pixels are a strong baseline and 30 epochs on 1,200 images is a toy budget; "
+               "docs/methods.md's Fashion-MNIST protocol shows the methods at a real budget"
+               if dataset == "digits" else "usually too small a budget (epochs, images) or a view recipe that "
+               "does not suit the images; docs/methods.md has tested recipes")
+        doc.warn(f"pretraining is below a baseline on {lost} (highlighted): {why}.")
+    if any(_get(ev, *keys) is not None and all(_get(ev, b, *keys) is None for _, b in BASELINES)
+           for _, keys in SEMI_ROWS):
+        doc.note("The semi-supervised rows have no baseline in metrics/eval.json (this evaluate run did not "
+                 "fine-tune the baselines); their gain column is empty.")
+    doc.note("Gain = pretrained minus the best baseline of the row.")
     doc.note(split_note(artefacts))
+    groups, series = _figure_series(lambda *keys: _get(ev, *keys))
     plots.plot_accuracy(series, groups, out / "accuracy.png")
     doc.image("accuracy.png", "accuracy", "Top-1 accuracy of the pretrained encoder against the baselines "
-              "(same protocol: weighted kNN on cosine similarity, linear probe on standardised features).")
+              "(same protocol: weighted kNN on cosine similarity, linear probe on standardised features, "
+              "fine-tuning on the 1% / 10% labelled subsets). Each panel's axis is zoomed to its own "
+              "values (not from 0), so small differences show.")
+
+
+def _seeds_section(doc: Document, out: Path, group: dict[int, dict[str, Any]], knn_k: list[int]) -> None:
+    seeds_list = sorted(group)
+    doc.heading(f"Across seeds ({len(seeds_list)} seeds: {', '.join(map(str, seeds_list))})")
+    header = ["metric", "pretrained", *[name for name, _ in BASELINES], "gain (of the means)", "seeds"]
+    rows: list[list[str]] = []
+    bad: set[tuple[int, int]] = set()
+
+    def cell(stat: tuple[float, float, int] | None) -> str:
+        return "—" if stat is None else f"{stat[0]:.4f} ± {stat[1]:.4f}"
+
+    this_run = next(iter(group.values()))  # seed_group puts this run first
+    for label, keys in metric_rows(_unflatten(this_run), knn_k):
+        key = ".".join(keys)
+        ours = seeds.mean_std(group, key)
+        base = [seeds.mean_std(group, f"{b}.{key}") for _, b in BASELINES]
+        known = [b[0] for b in base if b is not None]
+        gain = None if ours is None or not known else ours[0] - max(known)
+        if gain is not None and gain < 0:
+            bad.add((len(rows), len(header) - 2))
+        rows.append([label, cell(ours), *[cell(b) for b in base], "—" if gain is None else f"{gain:+.4f}",
+                     "—" if ours is None else str(ours[2])])
+    doc.table(header, rows, bad=frozenset(bad))
+    doc.note("Mean ± sample standard deviation over the seeds of this experiment (runs whose params differ "
+             "from this one only in `seed`, gathered with `--runs`).")
+
+    def get(*keys: str) -> float | None:
+        stat = seeds.mean_std(group, ".".join(keys))
+        return None if stat is None else stat[0]
+
+    def err(*keys: str) -> float | None:
+        stat = seeds.mean_std(group, ".".join(keys))
+        return None if stat is None else stat[1]
+
+    groups, series = _figure_series(get)
+    _, errors = _figure_series(err)
+    plots.plot_accuracy(series, groups, out / "accuracy_seeds.png", errors=errors,
+                        title=f"mean ± std over {len(seeds_list)} seeds")
+    doc.image("accuracy_seeds.png", "accuracy over seeds", "Mean top-1 accuracy over the seeds with one "
+              "standard deviation as error bars (axis zoomed to the data range).")
+
+
+def _unflatten(flat: dict[str, Any]) -> dict[str, Any]:
+    nested: dict[str, Any] = {}
+    for key, value in flat.items():
+        node = nested
+        *parents, last = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                break
+        else:
+            node[last] = value
+    return nested
+
+
+def _provenance_section(doc: Document, root: Path, times_dir: Path | None) -> None:
+    doc.heading("Provenance")
+    doc.table(["item", "value"], [[label, value] for label, value in provenance.environment(root)], numeric_from=2)
+    records = provenance.stage_times(times_dir) if times_dir is not None else []
+    if records:
+        rows, total = provenance.stage_rows(records)
+        doc.table(["stage", "wall time", "finished (UTC)", "ran in this run"], rows, numeric_from=1)
+        doc.para(total)
+    else:
+        doc.note(f"No stage time records{'' if times_dir is None else f' in {times_dir}'} (each `stages/*.py` "
+                 "writes one when it succeeds); only the pretraining wall time above is known.")
 
 
 def _collapse_section(doc: Document, sections: dict[str, dict[str, Any]]) -> None:
@@ -311,8 +427,13 @@ def _per_class_section(doc: Document, out: Path, preds: dict[str, np.ndarray] | 
                       "predicted": [classes[int(c)] for c in preds["linear_pred"]]}).to_csv(
             out / "confusion.csv", index=False)
         plots.plot_per_class(table, out / "per_class.png")
+        plots.plot_confusion(preds["y_true"], preds["linear_pred"], classes, out / "confusion.png",
+                             "confusion matrix of the linear probe")
         doc.image("per_class.png", "per-class accuracy", "Test accuracy per class of the linear probe and the "
                   "kNN classifier (k = first `eval.knn_k`).")
         doc.table(["class", "test images", "linear", "kNN"],
                   [[str(r["class"]), str(r["n"]), _fmt(r["linear"], 3), _fmt(r["knn"], 3)]
                    for _, r in table.iterrows()])
+        doc.image("confusion.png", "confusion matrix", "Linear probe on the test split: rows are the true "
+                  "classes, columns the predicted ones; colour is the share of the true class, numbers are "
+                  "image counts (also in confusion.csv).")

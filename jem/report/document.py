@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 CSS = """
-body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; max-width: 1100px;
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; max-width: 1150px;
        margin: 2em auto; padding: 0 1em; color: #1d1d1f; line-height: 1.45; }
 h1 { font-size: 1.7em; border-bottom: 2px solid #ddd; padding-bottom: .2em; }
 h2 { font-size: 1.3em; margin-top: 1.8em; border-bottom: 1px solid #eee; padding-bottom: .15em; }
@@ -18,12 +18,13 @@ table { border-collapse: collapse; margin: .6em 0 1em; font-size: .92em; }
 th, td { border: 1px solid #d0d7de; padding: .3em .7em; }
 th { background: #f6f8fa; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.bad { color: #b00020; background: #fdecea; font-weight: 700; }
 code { background: #f3f3f3; padding: 0 .25em; border-radius: 3px; }
 .warn { background: #fdecea; border: 2px solid #d62828; color: #8a1111; padding: .7em 1em;
         border-radius: 6px; font-weight: 600; }
 .note { color: #666; font-size: .92em; }
 figure { margin: .8em 0 1.2em; }
-figure img { max-width: 100%; border: 1px solid #eee; }
+figure img { width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { color: #555; font-size: .9em; }
 """
 
@@ -33,6 +34,11 @@ def _inline_html(text: str) -> str:
     out = html.escape(text, quote=False)
     out = re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
     return re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", out)
+
+
+def _html_cell(text: str, numeric: bool, bad: bool) -> str:
+    cls = " ".join(name for name, on in (("num", numeric), ("bad", bad)) if on)
+    return f'<td class="{cls}">{_inline_html(text)}</td>' if cls else f"<td>{_inline_html(text)}</td>"
 
 
 def _md_cell(text: str) -> str:
@@ -56,9 +62,11 @@ class Document:
     def warn(self, text: str) -> None:
         self.blocks.append(("warn", text))
 
-    def table(self, header: list[str], rows: list[list[str]], numeric_from: int = 1) -> None:
-        """Columns from ``numeric_from`` on are right-aligned."""
-        self.blocks.append(("table", header, rows, numeric_from))
+    def table(self, header: list[str], rows: list[list[str]], numeric_from: int = 1,
+              bad: frozenset[tuple[int, int]] = frozenset()) -> None:
+        """Columns from ``numeric_from`` on are right-aligned; ``bad`` (row, column) cells are
+        highlighted (red in HTML, bold with a down arrow in markdown)."""
+        self.blocks.append(("table", header, rows, numeric_from, bad))
 
     def image(self, name: str, alt: str, caption: str = "") -> None:
         """``name`` is a PNG file next to the report."""
@@ -78,10 +86,11 @@ class Document:
             elif kind == "warn":
                 md += [f"> **Warning:** {block[1]}", ""]
             elif kind == "table":
-                _, header, rows, num = block
+                _, header, rows, num, bad = block
                 align = ["---" if i < num else "---:" for i in range(len(header))]
                 md += ["| " + " | ".join(map(_md_cell, header)) + " |", "|" + "|".join(align) + "|"]
-                md += ["| " + " | ".join(map(_md_cell, r)) + " |" for r in rows] + [""]
+                md += ["| " + " | ".join(f"**{_md_cell(c)} ▼**" if (k, i) in bad else _md_cell(c)
+                                         for i, c in enumerate(r)) + " |" for k, r in enumerate(rows)] + [""]
             elif kind == "img":
                 _, name, alt, caption = block
                 md += [f"![{alt}]({name})", ""] + ([f"*{caption}*", ""] if caption else [])
@@ -101,11 +110,10 @@ class Document:
             elif kind == "warn":
                 body.append(f'<p class="warn">Warning: {_inline_html(block[1])}</p>')
             elif kind == "table":
-                _, header, rows, num = block
+                _, header, rows, num, bad = block
                 head = "".join(f"<th>{_inline_html(h)}</th>" for h in header)
-                trs = ["<tr>" + "".join(f'<td class="num">{_inline_html(c)}</td>' if i >= num
-                                        else f"<td>{_inline_html(c)}</td>" for i, c in enumerate(r)) + "</tr>"
-                       for r in rows]
+                trs = ["<tr>" + "".join(_html_cell(c, i >= num, (k, i) in bad) for i, c in enumerate(r)) + "</tr>"
+                       for k, r in enumerate(rows)]
                 body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(trs)}</tbody></table>")
             elif kind == "img":
                 _, name, alt, caption = block

@@ -17,6 +17,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 DPI = 110
+PAGE_W = 10.5  # inches: at DPI 110 a figure is about as wide as the report page (1100 px)
 OK_COLOUR, BAD_COLOUR = "#2a9d3f", "#d62828"
 
 
@@ -43,7 +44,7 @@ def _frame(ax: Any, colour: str, width: float = 3.0) -> None:
 
 def plot_curve(df: pd.DataFrame, column: str, ylabel: str, out: Path, title: str) -> None:
     """One DVCLive series (``step`` is the 0-based epoch) against the epoch number."""
-    fig, ax = plt.subplots(figsize=(6, 3.3))
+    fig, ax = plt.subplots(figsize=(PAGE_W, 3.4))
     ax.plot(df["step"] + 1, df[column], marker="o", ms=3)
     ax.set_xlim(0.5, float(df["step"].max()) + 1.5)  # whole epochs, also for a single point
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -55,25 +56,83 @@ def plot_curve(df: pd.DataFrame, column: str, ylabel: str, out: Path, title: str
     _save(fig, out)
 
 
-def plot_accuracy(series: Mapping[str, Sequence[float]], groups: Sequence[str], out: Path) -> None:
-    """Grouped bars: one group per protocol, one bar per encoder (pretrained and baselines)."""
-    fig, ax = plt.subplots(figsize=(6.5, 3.5))
-    width = 0.8 / max(1, len(series))
-    for i, (name, vals) in enumerate(series.items()):
-        xs = [g + (i - (len(series) - 1) / 2) * width for g in range(len(groups))]
-        bars = ax.bar(xs, vals, width, label=name)
-        ax.bar_label(bars, fmt="%.3f", fontsize=7)
-    ax.set_xticks(range(len(groups)), list(groups))
-    ax.set_ylabel("top-1 accuracy")
-    ax.set_ylim(0, 1.22)
-    ax.legend(loc="upper center", fontsize=8, ncols=max(1, len(series)), frameon=False)
+def accuracy_range(values: Sequence[float], pad: float = 0.25, min_span: float = 0.05) -> tuple[float, float]:
+    """The zoomed accuracy axis: the data range widened by ``pad`` of itself on each side (at
+    least ``min_span`` wide), kept inside [0, 1]."""
+    lo, hi = min(values), max(values)
+    span = max(hi - lo, min_span)
+    lo, hi = lo - pad * span, hi + pad * span
+    if hi > 1.0:
+        lo, hi = lo - (hi - 1.0), 1.0
+    return max(0.0, lo), hi
+
+
+def plot_accuracy(series: Mapping[str, Sequence[float | None]], groups: Sequence[str], out: Path,
+                  errors: Mapping[str, Sequence[float | None]] | None = None, title: str = "") -> None:
+    """One panel per protocol (``groups``), one dot per encoder (``series``: pretrained and the
+    baselines), values printed. Each panel's x axis is zoomed to that protocol's values
+    (:func:`accuracy_range`) so that 0.958 and 0.976 are visibly apart; ``errors`` (one std per
+    value) draws error bars. A missing value (None) is left out."""
+    names = list(series)
+    n = max(1, len(groups))
+    fig, axes = plt.subplots(n, 1, figsize=(PAGE_W, 0.5 + n * (0.3 * len(names) + 0.55)), squeeze=False)
+    for g, (ax, group) in enumerate(zip(axes[:, 0], groups)):
+        pts = []  # (row, value, std or None)
+        for i, name in enumerate(names):
+            v = series[name][g]
+            errs = (errors or {}).get(name, [])
+            if v is not None:
+                pts.append((i, v, errs[g] if g < len(errs) else None))
+        lo, hi = accuracy_range([v + sign * (e or 0.0) for _, v, e in pts for sign in (-1, 1)] or [0.0, 1.0])
+        for i, v, e in pts:
+            y = len(names) - 1 - i
+            ax.errorbar([v], [y], xerr=None if e is None else [[e], [e]], fmt="o", color=f"C{i}", ms=7, capsize=4)
+            ax.annotate(f"{v:.3f}" + ("" if e is None else f" ± {e:.3f}"), (v + (e or 0.0), y), xytext=(7, 0),
+                        textcoords="offset points", va="center", fontsize=8, color=f"C{i}")
+        ax.set_yticks(range(len(names)), list(reversed(names)), fontsize=8)
+        ax.set_ylim(-0.7, len(names) - 0.3)
+        ax.set_xlim(lo, hi + 0.15 * (hi - lo))  # room for the value labels
+        ax.set_ylabel(group, rotation=0, ha="right", va="center", fontsize=9, fontweight="bold")
+        ax.tick_params(axis="x", labelsize=8)
+        ax.grid(axis="x", alpha=0.3)
+    axes[-1, 0].set_xlabel("top-1 accuracy on the test split (each panel zoomed to its own values, not from 0)")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    _save(fig, out)
+
+
+def plot_confusion(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str], out: Path, title: str) -> None:
+    """Confusion matrix: rows = true class, columns = predicted; colour = share of the row (recall),
+    counts written in the cells (up to 20 classes)."""
+    k = len(classes)
+    counts = np.zeros((k, k), dtype=np.int64)
+    np.add.at(counts, (np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)), 1)
+    share = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+    side = min(PAGE_W, max(5.0, 0.45 * k + 3.0))
+    fig, ax = plt.subplots(figsize=(PAGE_W, side))
+    im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_xticks(range(k), list(classes), rotation=45 if k > 6 else 0, ha="right" if k > 6 else "center",
+                  fontsize=8)
+    ax.set_yticks(range(k), list(classes), fontsize=8)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    if k <= 20:
+        for i in range(k):
+            for j in range(k):
+                if counts[i, j]:
+                    ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=7 if k > 10 else 8,
+                            color="white" if share[i, j] > 0.5 else "black")
+    acc = float(np.trace(counts) / max(counts.sum(), 1))
+    ax.set_title(f"{title} (top-1 {acc:.3f} on {int(counts.sum())} test images)", fontsize=10)
+    fig.colorbar(im, ax=ax, shrink=0.8, label="share of the true class")
     fig.tight_layout()
     _save(fig, out)
 
 
 def plot_tsne(xy: np.ndarray, labels: np.ndarray, classes: Sequence[str], out: Path) -> None:
     """t-SNE scatter (M, 2), one colour per class, legend with the class names."""
-    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    fig, ax = plt.subplots(figsize=(PAGE_W, 6.5))
     n_cls = max(len(classes), int(labels.max()) + 1 if len(labels) else 1)
     cmap = plt.get_cmap("tab10" if n_cls <= 10 else "tab20")
     for c in range(n_cls):
@@ -158,7 +217,7 @@ def plot_views(originals: np.ndarray, views: np.ndarray, locals_: np.ndarray | N
 def plot_per_class(per_class: pd.DataFrame, out: Path) -> None:
     """Bars per class: linear-probe and kNN accuracy (columns ``class``, ``linear``, ``knn``)."""
     n = len(per_class)
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * n + 2), 3.6))
+    fig, ax = plt.subplots(figsize=(max(PAGE_W, 0.45 * n + 2), 3.8))
     xs = np.arange(n)
     ax.bar(xs - 0.2, per_class["linear"], 0.4, label="linear probe")
     ax.bar(xs + 0.2, per_class["knn"], 0.4, label="kNN")

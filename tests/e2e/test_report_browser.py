@@ -101,6 +101,34 @@ def test_synthetic_report_renders_in_chromium(tmp_path):
     check_page(md.with_suffix(".html"), tmp_path)
 
 
+def test_report_with_seeds_provenance_and_confusion_renders_in_chromium(tmp_path):
+    """The newer figures (per-protocol zoomed accuracy panels, error bars over seeds, confusion
+    matrix) decode in the browser at their true size, and fill the page width."""
+    import yaml
+
+    from jem.report.build import build_report
+    from jem.report.seeds import load_runs
+
+    run = make_run(tmp_path)
+    run["ev"]["pixels"]["knn"]["top1"] = 0.976  # a negative gain, highlighted
+    for seed in (1, 2):
+        folder = tmp_path / "runs" / f"s{seed}"
+        (folder / "metrics").mkdir(parents=True)
+        (folder / "params.yaml").write_text(yaml.safe_dump(dict(run["params"], seed=seed)))
+        ev = json.loads(json.dumps(run["ev"]))
+        ev["knn"]["top1"] += 0.01 * seed
+        (folder / "metrics" / "eval.json").write_text(json.dumps(ev))
+    md = build_report(tmp_path / "reports", **run, runs=load_runs([str(tmp_path / "runs" / "*")]))
+    html = md.with_suffix(".html")
+    assert 'class="num bad"' in html.read_text()
+    shot = check_page(html, tmp_path)
+    (tmp_path / "again").mkdir()
+    sizes, _ = render(html, tmp_path / "again")
+    for name in ("accuracy.png", "accuracy_seeds.png", "confusion.png"):
+        assert sizes[name][0] >= 1100, (name, sizes[name])  # drawn at page width, not half of it
+    assert shot.stat().st_size > 50_000
+
+
 # ---------------------------------------------------------------- on the real `dvc repro` run
 
 

@@ -18,9 +18,9 @@ from jem.report.build import build_report, collapse_sections, metrics_table, par
 
 SECTIONS = ["Metrics", "Collapse diagnostics", "Params that differ from the defaults", "Training curves",
             "Embedding map (t-SNE)", "Nearest-neighbour retrieval", "Embedding correlation", "What the method saw",
-            "Per-class accuracy"]
+            "Per-class accuracy", "Provenance"]
 IMAGES = ["accuracy.png", "loss.png", "knn_monitor.png", "tsne.png", "retrieval.png", "correlation.png",
-          "views.png", "per_class.png"]
+          "views.png", "per_class.png", "confusion.png"]
 
 
 @pytest.mark.parametrize("rgb", [True, False])
