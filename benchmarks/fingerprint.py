@@ -26,9 +26,13 @@ def fingerprint(name: str) -> dict[str, object]:
     from jem.engine.loop import build_method
     from jem.engine.optim import build_optimizer
     from jem.engine.step import train_step
+    from jem.methods import get_method_class
     from jem.methods.base import EpochData, StepContext
 
-    cfg = parse_config({"method": name})
+    raw: dict[str, object] = {"method": name}
+    if get_method_class(name).n_audio:  # audio-visual methods need their data set (never read here)
+        raw.update(dataset="av-digits", data={"audio_root": "unused"})
+    cfg = parse_config(raw)
     torch.manual_seed(0)
     size = 8
     method = build_method(cfg, in_channels=1, image_size=size)
@@ -40,7 +44,8 @@ def fingerprint(name: str) -> dict[str, object]:
     losses = []
     for step in range(STEPS):
         views = ([torch.randn(B, 1, size, size, generator=g) for _ in range(method.n_global)]
-                 + [torch.randn(B, 1, size // 2, size // 2, generator=g) for _ in range(method.n_local)])
+                 + [torch.randn(B, 1, size // 2, size // 2, generator=g) for _ in range(method.n_local)]
+                 + [torch.randn(B, 1, 40, 63, generator=g) for _ in range(method.n_audio)])  # log-mel views
         ctx = StepContext(epoch=0, step=step, total_steps=STEPS, steps_per_epoch=STEPS,
                           indices=torch.arange(step * B, (step + 1) * B) % 256)
         losses.append(float(train_step(method, method, opt, views, ctx)).hex())

@@ -45,7 +45,7 @@ from jem.engine.checkpoint import report_epoch, resume
 from jem.engine.device import configure_threads, speed_settings, worker_device
 from jem.engine.monitor import Monitor, replica_report
 from jem.engine.optim import build_optimizer, effective_lr, lr_at, set_lr
-from jem.engine.sources import CachedViews, DeviceAugment, epoch_shards, make_source
+from jem.engine.sources import CachedAudio, CachedViews, DeviceAugment, epoch_shards, make_source
 from jem.engine.step import train_step
 from jem.methods import get_method_class
 from jem.methods.base import EpochData, Method, StepContext
@@ -86,6 +86,7 @@ class Worker:
     steps_per_epoch: int
     total_steps: int
     warmup_steps: int
+    audio: CachedAudio | None = None  # the audio views of audio-visual methods (``method.n_audio`` > 0)
 
 
 def _load_data(cfg: Config, prepared: Path, views: Path, device: torch.device, channels_last: bool
@@ -141,8 +142,9 @@ def setup(cfg: Config, rank: int, world: int, prepared: Path, views: Path) -> Wo
     peak_lr = effective_lr(tcfg, world)
     optimizer = build_optimizer(method, tcfg, peak_lr)
     steps_per_epoch, total_steps, warmup_steps = _schedule(tcfg, source.num_images, world)
+    audio = CachedAudio(views, device) if method.n_audio else None
     return Worker(cfg, rank, world, device, stats, source, train_images, method, model, optimizer, comm, amp,
-                  peak_lr, steps_per_epoch, total_steps, warmup_steps)
+                  peak_lr, steps_per_epoch, total_steps, warmup_steps, audio)
 
 
 def run_epoch(w: Worker, epoch: int, monitor: Monitor) -> dict[str, float]:
@@ -160,6 +162,8 @@ def run_epoch(w: Worker, epoch: int, monitor: Monitor) -> dict[str, float]:
         idx = np.sort(shards[i])
         ctx = StepContext(epoch, step, w.total_steps, steps, indices=torch.from_numpy(idx).to(w.device), comm=w.comm)
         views = w.source.views(idx, method.n_global, method.n_local, view_rng)
+        if w.audio is not None:  # audio-visual methods: audio views after the image views
+            views += w.audio.views(idx, method.n_audio, view_rng)
         set_lr(w.optimizer, lr_at(step, w.total_steps, w.warmup_steps, w.peak_lr, cfg.train.min_lr_ratio))
         loss = train_step(w.model, method, w.optimizer, views, ctx, w.amp)
         loss_sum += loss.double().cpu()

@@ -10,6 +10,7 @@ indices; it does not care whether they are read from the view cache or made on t
 
 Both take the same arguments and return the same thing: a list of ``n_global`` global views
 followed by ``n_local`` local crops, each a normalised float (B, C, S, S) tensor on the device.
+:class:`CachedAudio` adds the audio views of the audio-visual methods (log-mel spectrograms).
 :func:`make_source` picks one from the config. Which images make each batch is
 :func:`epoch_shards`: one seeded permutation per epoch, cut into disjoint per-worker shards.
 """
@@ -132,6 +133,28 @@ class DeviceAugment:
     def _finish(self, x: torch.Tensor) -> torch.Tensor:
         """[0, 1] float -> normalised, in the training memory format."""
         return x.sub_(self.mean).div_(self.std).contiguous(memory_format=_memory_format(self.channels_last))
+
+
+class CachedAudio:
+    """Audio views of the audio-visual data sets, read from the cache's ``audio.npy`` (float16
+    (N, K, 1, M, T) standardised log-mel spectrograms, see :mod:`jem.augment.audio`), row ``i``
+    paired with training image ``i``. Each call picks ``n`` distinct cached views per sample."""
+
+    def __init__(self, views: Path, device: torch.device) -> None:
+        file = views / "audio.npy"
+        if not file.is_file() or not (views / "audio_meta.json").is_file():
+            raise ValueError(f"no audio views in {str(views)!r}: an audio-visual method needs dataset av-digits "
+                             "or avfolder and augment.views_per_image > 0; re-run the augment stage")
+        self.array = np.load(file, mmap_mode="r")
+        self.num_recordings, self.views_per_recording = int(self.array.shape[0]), int(self.array.shape[1])
+        self.device = device
+
+    def views(self, idx: np.ndarray, n: int, rng: np.random.Generator) -> list[torch.Tensor]:
+        if n > self.views_per_recording:
+            raise ValueError(f"{n} audio views requested per sample but the cache holds {self.views_per_recording}")
+        picks = np.argsort(rng.random((len(idx), self.views_per_recording)), axis=1)[:, :n]  # (B, n) distinct
+        return [torch.from_numpy(np.asarray(self.array[idx, picks[:, j]], dtype=np.float32)).to(self.device)
+                for j in range(n)]
 
 
 def training_images(prepared: Path) -> np.ndarray:

@@ -81,6 +81,7 @@ class Method(nn.Module, Generic[P]):
     name: ClassVar[str] = ""  # set by jem.methods.register
     backbones: ClassVar[tuple[str, ...]] = ()
     n_local: int = 0
+    n_audio: int = 0  # audio views per sample after the image views (audio-visual methods)
     params: P
 
     def __init__(self, arch: dict[str, Any], projector: list[int], params: P) -> None:
