@@ -105,8 +105,10 @@ def measure(clone: Path, method: str, seed: int, dataset: str, sets: list[str]) 
         lines = [ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
         run["error"] = next((ln for ln in lines if "error" in ln.lower()), lines[-1] if lines else "failed")
         return run
-    ev = json.loads((clone / "metrics" / "eval.json").read_text())
-    pt = json.loads((clone / "metrics" / "pretrain.json").read_text())
+    # the full records: knn200 and the pretrain bookkeeping (train_s, optimizer, base_lr) are not
+    # in the DVC metrics files
+    ev = json.loads((clone / "metrics" / "eval-full.json").read_text())
+    pt = json.loads((clone / "metrics" / "pretrain-full.json").read_text())
     run.update({name: _get(ev, key) for name, key in RUN_KEYS.items()})
     run.update({k: pt.get(k) for k in ("train_s", "views_per_s", "final_loss", "epochs", "optimizer", "base_lr")})
     run["val_curve"] = val_curve(clone / "dvclive" / "pretrain")

@@ -34,13 +34,16 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 def _cmd_info(args: argparse.Namespace) -> None:
     root = Path(args.root)
-    pre, ev = _read_json(root / "metrics" / "pretrain.json"), _read_json(root / "metrics" / "eval.json")
+    # the stages' full records (metrics/*.json hold the subset `dvc exp show` compares)
+    files = {name: next((p for p in (root / "metrics" / f"{name}-full.json", root / "metrics" / f"{name}.json")
+                         if p.is_file()), None) for name in ("pretrain", "eval")}
+    pre, ev = (_read_json(p) if p is not None else None for p in files.values())
     if pre is None and ev is None:
         raise FileNotFoundError(f"no metrics under {root / 'metrics'}: run `dvc repro` first")
     if args.all:
         for name, data in (("pretrain", pre), ("eval", ev)):
             if data is not None:
-                print(f"== {root / 'metrics' / (name + '.json')}")
+                print(f"== {files[name]}")
                 for key, value in flatten(data).items():
                     print(f"{key:<36} {value:.4f}" if isinstance(value, float) else f"{key:<36} {value}")
         return
@@ -123,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_validate)
     p = sub.add_parser("info", help="summary of the run in a repo: metrics vs baselines, collapse, encoder, report")
     p.add_argument("root", nargs="?", default=".")
-    p.add_argument("--all", action="store_true", help="print every metric of metrics/*.json instead")
+    p.add_argument("--all", action="store_true",
+                   help="print every key of metrics/pretrain-full.json and metrics/eval-full.json instead")
     p.set_defaults(func=_cmd_info)
     p = sub.add_parser("compare", help="all DVC experiments side by side (dvc exp show): markdown table + bar chart")
     p.add_argument("--repo", default=".", help="the DVC repo (default: .)")

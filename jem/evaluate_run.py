@@ -1,7 +1,8 @@
-"""The `evaluate` step: every protocol of DESIGN section 7 on the pretrained encoder and on the
-two baselines (raw pixels, a randomly initialised encoder of the same architecture), collapse
-diagnostics of the backbone and projector outputs, and the arrays the report draws (predictions,
-t-SNE map, retrieval, correlation matrices, a sample of the training views).
+"""The `evaluate` step: every protocol of DESIGN section 7 on the pretrained encoder, the two
+baselines (raw pixels, a randomly initialised encoder of the same architecture: computed once by
+the ``baselines`` stage, :mod:`jem.baselines`, and copied in), collapse diagnostics of the backbone
+and projector outputs, and the arrays the report draws (predictions, t-SNE map, retrieval,
+correlation matrices, a sample of the training views).
 
 Artefacts folder (``artefacts``; the DVC out ``data/eval``), all ``.npz`` unless noted:
 
@@ -25,35 +26,14 @@ from typing import Any, cast
 import numpy as np
 import torch
 
+from jem.baselines import compute_baselines, knn_protocol, linear_protocol
 from jem.config import AugmentConfig, EvalConfig
-from jem.progress import progress as progress_bar
+from jem.progress import Steps
 
 MAX_DIAG_POINTS = 4096  # test rows used for the collapse diagnostics (RankMe is O(N D^2))
 MAX_TSNE_POINTS = 2000
 MAX_CORR_DIMS = 256
 N_QUERIES, N_NEIGHBOURS, N_VIEW_IMAGES = 8, 8, 8
-
-
-def _protocols(train_f: np.ndarray, train_y: np.ndarray, test_f: np.ndarray, test_y: np.ndarray,
-               ecfg: EvalConfig, num_classes: int, with_all_k: bool = True,
-               predictions: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
-    """kNN for each k (first k -> ``knn``, others -> ``knn<k>``) and the linear probe; when
-    ``predictions`` is given, the first-k kNN and linear test predictions are stored in it."""
-    from jem.evaluate.knn import knn_scores, topk_accuracy
-    from jem.evaluate.linear import linear_logits
-
-    out: dict[str, Any] = {}
-    ks = ecfg.knn_k if with_all_k else ecfg.knn_k[:1]
-    for i, k in enumerate(ks):
-        scores = knn_scores(train_f, train_y, test_f, k, ecfg.knn_temperature, num_classes)  # (N, C)
-        out["knn" if i == 0 else f"knn{k}"] = topk_accuracy(scores, test_y)
-        if i == 0 and predictions is not None:
-            predictions["knn_pred"] = scores.argmax(axis=1)
-    logits = linear_logits(train_f, train_y, test_f, num_classes, ecfg.linear_l2, ecfg.linear_max_iter)
-    out["linear"] = topk_accuracy(logits, test_y)
-    if predictions is not None:
-        predictions["linear_pred"] = logits.argmax(axis=1)
-    return out
 
 
 def _project(head: torch.nn.Module, feats: np.ndarray, batch_size: int) -> np.ndarray:
@@ -88,12 +68,15 @@ def _verdict(collapse: dict[str, Any]) -> int:
 
 def evaluate(prepared: Path, encoder_dir: Path, ecfg: EvalConfig, seed: int, progress: bool = True, *,
              artefacts: Path | None = None, views: Path | None = None, augment: AugmentConfig | None = None,
-             method_params: Any = None) -> dict[str, Any]:
+             method_params: Any = None, baselines: dict[str, Any] | None = None) -> dict[str, Any]:
     """All metrics as a nested dict (see the module docstring for ``artefacts``).
 
     ``augment`` (the run's view recipes) enables alignment and the projector cross-correlation on
     two augmented views (``view_a``, ``view_b``) of the test images; ``method_params`` helps
-    rebuild the projector head (:func:`jem.export.load_projector`).
+    rebuild the projector head (:func:`jem.export.load_projector`). ``baselines`` is the
+    ``baselines`` stage's result (:func:`jem.baselines.compute_baselines`): its ``random_init`` and
+    ``pixels`` are copied in when its architecture is the encoder's; otherwise (``None``, or a
+    method that needs another backbone than ``model.backbone``) they are computed here.
     """
     from jem.evaluate.features import extract_features
     from jem.evaluate.semi import finetune
@@ -106,9 +89,14 @@ def evaluate(prepared: Path, encoder_dir: Path, ecfg: EvalConfig, seed: int, pro
     vx, vy = np.load(prepared / "test_x.npy"), np.load(prepared / "test_y.npy")
     encoder = load_encoder(encoder_dir)
     projector = load_projector(encoder_dir, method_params)
-    steps = ["features", "kNN + linear", "collapse", "semi-sup. 1%", "semi-sup. 10%", "random init", "raw pixels"]
+    arch = json.loads((encoder_dir / "encoder.json").read_text())["arch"]
+    if baselines is not None and baselines.get("arch") != arch:
+        print(f"note: the baselines were computed for {baselines.get('arch')}; this encoder is {arch}: "
+              "computing its random-init baseline here")
+        baselines = None
+    steps = ["features", "kNN", "linear probe", "collapse", "semi-sup. 1%", "semi-sup. 10%"]
     steps += ["report artefacts"] if artefacts is not None else []
-    bar = _Steps(steps, progress)
+    bar = Steps("evaluate", steps, disable=not progress)
 
     def feats(net: torch.nn.Module, images: np.ndarray) -> np.ndarray:
         return extract_features(net, images, mean, std, ecfg.batch_size, progress=progress)
@@ -117,7 +105,9 @@ def evaluate(prepared: Path, encoder_dir: Path, ecfg: EvalConfig, seed: int, pro
     train_f, test_f = feats(encoder, tx), feats(encoder, vx)
     bar.advance()
     preds: dict[str, np.ndarray] = {"y_true": vy}
-    metrics.update(_protocols(train_f, ty, test_f, vy, ecfg, n_cls, predictions=preds))
+    metrics.update(knn_protocol(train_f, ty, test_f, vy, ecfg, n_cls, predictions=preds))
+    bar.advance()
+    metrics["linear"] = linear_protocol(train_f, ty, test_f, vy, ecfg, n_cls, predictions=preds)
     bar.advance()
     metrics["collapse"], correlation = _collapse(encoder, projector, test_f, vx, feats, ecfg.batch_size, augment, seed)
     bar.advance()
@@ -126,34 +116,15 @@ def evaluate(prepared: Path, encoder_dir: Path, ecfg: EvalConfig, seed: int, pro
         metrics[f"semi_{frac}"] = finetune(encoder, train_f.shape[1], tx[idx], ty[idx], vx, vy, mean, std, n_cls,
                                            ecfg.semi_epochs, ecfg.semi_lr, seed=seed, progress=progress)
         bar.advance()
-    arch = json.loads((encoder_dir / "encoder.json").read_text())["arch"]
-    metrics["random_init"] = _random_init(arch, (tx, ty), (vx, vy), feats, ecfg, n_cls, seed)
-    bar.advance()
-    metrics["pixels"] = _protocols(_pixels(tx), ty, _pixels(vx), vy, ecfg, n_cls, with_all_k=False)
-    bar.advance()
     if artefacts is not None:
         _write_artefacts(artefacts, prepared, views, augment, seed, stats, preds, correlation,
                          (tx, ty, train_f), (vx, vy, test_f))
         bar.advance()
     bar.close()
+    if baselines is None:
+        baselines = compute_baselines(prepared, None, ecfg, seed, progress, arch=arch)
+    metrics["random_init"], metrics["pixels"] = baselines["random_init"], baselines["pixels"]
     return metrics
-
-
-class _Steps:
-    """The evaluate progress bar: one tick per protocol, the next one's name as postfix."""
-
-    def __init__(self, steps: list[str], progress: bool) -> None:
-        self.steps = steps
-        self.bar = progress_bar(total=len(steps), desc="evaluate", unit="step", disable=not progress)
-        self.bar.set_postfix_str(steps[0])
-
-    def advance(self) -> None:
-        self.bar.update(1)
-        if self.bar.n < len(self.steps):
-            self.bar.set_postfix_str(self.steps[self.bar.n])
-
-    def close(self) -> None:
-        self.bar.close()
 
 
 def _collapse(encoder: torch.nn.Module, projector: torch.nn.Module | None, test_f: np.ndarray, vx: np.ndarray,
@@ -180,22 +151,6 @@ def _collapse(encoder: torch.nn.Module, projector: torch.nn.Module | None, test_
                                                                proj_pair[1][:, :MAX_CORR_DIMS])
     collapse["collapsed"] = _verdict(collapse)
     return collapse, correlation
-
-
-def _random_init(arch: dict[str, Any], train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray],
-                 feats: Any, ecfg: EvalConfig, n_cls: int, seed: int) -> dict[str, Any]:
-    """The protocols on a randomly initialised encoder of the same architecture (seeded)."""
-    from jem.models import build_backbone
-
-    torch.manual_seed(seed)
-    random_net, _ = build_backbone(arch)
-    random_net.eval()
-    return _protocols(feats(random_net, train[0]), train[1], feats(random_net, test[0]), test[1], ecfg, n_cls,
-                      with_all_k=False)
-
-
-def _pixels(x: np.ndarray) -> np.ndarray:
-    return x.reshape(len(x), -1).astype(np.float32) / 255.0
 
 
 def _write_artefacts(out: Path, prepared: Path, views: Path | None, augment: AugmentConfig | None, seed: int,

@@ -26,6 +26,20 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def pick(d: dict[str, Any], keys: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """The dotted ``keys`` of nested mapping ``d`` that exist in it, nested again, in ``d``'s order
+    (``pick({"knn": {"top1": x, "top5": y}}, ["knn.top1"])`` -> ``{"knn": {"top1": x}}``)."""
+    out: dict[str, Any] = {}
+    for key, value in flatten(d).items():
+        if key in keys:
+            *parents, leaf = key.split(".")
+            node = out
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = value
+    return out
+
+
 def sha256_file(path: str | Path) -> str:
     """Hex SHA-256 of a file's bytes (read in 1 MiB blocks)."""
     h = hashlib.sha256()

@@ -22,11 +22,11 @@ class Lines:
     ``close``, context manager), reported as plain lines at 0 %, every ``1 / parts`` and 100 %."""
 
     def __init__(self, iterable: Iterable[Any] | None = None, total: int | None = None, desc: str = "",
-                 unit: str = "it", parts: int = 4, file: TextIO | None = None) -> None:
+                 unit: str = "it", parts: int = 4, file: TextIO | None = None, postfix: str = "") -> None:
         self.iterable, self.desc, self.unit, self.parts = iterable, desc, unit, parts
         if total is None and iterable is not None and hasattr(iterable, "__len__"):
             total = len(iterable)  # type: ignore[arg-type]
-        self.total, self.n, self.postfix, self.file = total, 0, "", file
+        self.total, self.n, self.postfix, self.file = total, 0, postfix, file
         self._next_part, self._t0, self._closed = 0, time.monotonic(), False
         self._report()
 
@@ -76,3 +76,28 @@ def progress(iterable: Iterable[Any] | None = None, *, total: int | None = None,
     if disable or sys.stderr.isatty():
         return tqdm(iterable, total=total, desc=desc, unit=unit, disable=disable, leave=leave)
     return Lines(iterable, total=total, desc=desc, unit=unit)
+
+
+class Steps:
+    """A stage's named steps as one progress bar: one tick per step, the running step's name shown
+    (as the bar's postfix on a terminal; off a terminal one line as each step starts, so a log says
+    what a long step is doing while it runs)."""
+
+    def __init__(self, desc: str, steps: list[str], disable: bool = False) -> None:
+        self.steps = steps
+        if disable or sys.stderr.isatty():
+            self.bar: Any = tqdm(total=len(steps), desc=desc, unit="step", disable=disable)
+            self.bar.set_postfix_str(steps[0])
+        else:
+            self.bar = Lines(total=len(steps), desc=desc, unit="step", parts=len(steps), postfix=steps[0])
+
+    def advance(self) -> None:
+        """The current step is done; the next one starts."""
+        if self.bar.n + 1 < len(self.steps):
+            self.bar.set_postfix_str(self.steps[self.bar.n + 1])
+        else:
+            self.bar.set_postfix_str("")
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()

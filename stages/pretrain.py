@@ -1,6 +1,9 @@
 """Stage `pretrain`: Ray Train (TorchTrainer) pretraining of the selected method.
 
-Writes the exported encoder folder, metrics/pretrain.json and the DVCLive curves."""
+Writes the exported encoder folder, the DVCLive curves, metrics/pretrain.json (the DVC metrics
+`dvc exp show` compares: final loss, throughput, wall time, epochs, effective lr and batch) and
+metrics/pretrain-full.json (every fact of the run, bookkeeping too: Ray run name, pid, workers,
+nodes, replica checksum spread, resumed epoch, the optimiser recipe used, ...)."""
 
 import argparse
 import os
@@ -12,6 +15,9 @@ import yaml
 from jem.config import load_config
 from jem.errors import run_main
 
+# what `dvc exp show` lists for every run: results and the run facts worth comparing
+METRICS = ("epochs", "final_loss", "views_per_s", "wall_s", "effective_lr", "effective_batch")
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
@@ -20,6 +26,7 @@ def main() -> None:
     ap.add_argument("--views", type=Path, default=Path("data/views"))
     ap.add_argument("--out", type=Path, default=Path("models/encoder"))
     ap.add_argument("--metrics", type=Path, default=Path("metrics/pretrain.json"))
+    ap.add_argument("--full", type=Path, default=Path("metrics/pretrain-full.json"))
     ap.add_argument("--live", type=Path, default=Path("dvclive/pretrain"))
     args = ap.parse_args()
     cfg = load_config(args.params)
@@ -29,13 +36,14 @@ def main() -> None:
         if not p.exists():
             raise FileNotFoundError(f"{p} not found: run the prepare and augment stages first")
     from jem.engine.run import pretrain, resolve_storage
-    from jem.io import write_json
+    from jem.io import pick, write_json
 
     storage = resolve_storage(cfg.ray.storage, Path(os.environ.get("DVC_ROOT", ".")))
     t0 = time.perf_counter()
     summary = pretrain(cfg, raw, args.prepared, args.views, args.out, args.live, storage)
     summary["wall_s"] = time.perf_counter() - t0
-    write_json(args.metrics, summary)
+    write_json(args.full, summary)
+    write_json(args.metrics, pick(summary, METRICS))
     resumed = f", resumed at epoch {summary['start_epoch']}" if summary["start_epoch"] else ""
     print(f"pretrained {cfg.method}: final loss {summary['final_loss']:.4f}, {summary['workers']} worker(s), "
           f"effective batch {summary['effective_batch']}, {summary['views_per_s']:.0f} views/s, "

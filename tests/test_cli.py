@@ -158,14 +158,17 @@ def test_info_summarises_a_run(tmp_path, encoder, capsys):
     _, folder, _ = encoder
     (tmp_path / "metrics").mkdir()
     (tmp_path / "params.yaml").write_text("dataset: digits\nmethod: vicreg\nseed: 0\n")
-    (tmp_path / "metrics" / "pretrain.json").write_text(json.dumps({"epochs": 3, "final_loss": 1.5,
-                                                                     "views_per_s": 100.0, "wall_s": 9.0}))
+    pre = {"epochs": 3, "final_loss": 1.5, "views_per_s": 100.0, "wall_s": 9.0}
+    (tmp_path / "metrics" / "pretrain.json").write_text(json.dumps(pre))
+    (tmp_path / "metrics" / "pretrain-full.json").write_text(json.dumps({**pre, "pid": 4321}))
     section = {"std": 0.05, "std_healthy": 0.18, "rankme": 20.0, "rankme_ratio": 0.6, "uniformity": -1.0,
                "alignment": 0.3, "collapsed": 0.0}
     ev = {"knn": {"top1": 0.9, "top5": 1.0}, "linear": {"top1": 0.92, "top5": 1.0},
           "pixels": {"knn": {"top1": 0.8}, "linear": {"top1": 0.85}},
           "collapse": {"backbone": section, "projector": section, "collapsed": 0}}
-    (tmp_path / "metrics" / "eval.json").write_text(json.dumps(ev))
+    # the DVC metrics file holds the compared subset; info reads the full record next to it
+    (tmp_path / "metrics" / "eval.json").write_text(json.dumps({"knn": {"top1": 0.9}}))
+    (tmp_path / "metrics" / "eval-full.json").write_text(json.dumps(ev))
     main(["info", str(tmp_path)])
     out = capsys.readouterr().out
     assert "run: vicreg on digits, seed 0" in out
@@ -173,7 +176,8 @@ def test_info_summarises_a_run(tmp_path, encoder, capsys):
     assert "collapse (backbone): std 0.0500" in out and "collapse (projector)" in out
     assert "encoder:" in out and "32-d features" in out
     main(["info", str(tmp_path), "--all"])
-    assert "collapse.backbone.rankme" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "collapse.backbone.rankme" in out and "pid" in out and "eval-full.json" in out
 
 
 def test_methods_and_validate(tmp_path, capsys):

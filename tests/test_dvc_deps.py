@@ -148,8 +148,19 @@ def test_stage_declares_every_module_it_imports(sid, wdir, stage):
 
 def test_the_pipelines_have_the_expected_stages():
     ids = {s[0] for s in stages()}
-    assert {"dvc.yaml:prepare", "dvc.yaml:augment", "dvc.yaml:pretrain", "dvc.yaml:evaluate",
-            "dvc.yaml:report", "pipelines/sweep/dvc.yaml:sweep"} <= ids
+    assert {"dvc.yaml:prepare", "dvc.yaml:augment", "dvc.yaml:baselines", "dvc.yaml:pretrain",
+            "dvc.yaml:evaluate", "dvc.yaml:report", "pipelines/sweep/dvc.yaml:sweep"} <= ids
+
+
+def test_baselines_stage_reaches_no_method_code_and_depends_on_no_method_param():
+    """A method switch or a method edit must not re-run the baselines: its code reaches nothing under
+    jem/methods, jem/losses or jem/engine, and it reads no `method*` param."""
+    stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["baselines"]
+    files = _rel(code_closure(ROOT / "stages" / "baselines.py"))
+    assert "jem/baselines.py" in files and "jem/models/backbones.py" in files
+    assert not [f for f in files if f.startswith(("jem/methods/", "jem/losses/", "jem/engine/", "jem/config.py"))]
+    assert not [p for p in stage["params"] if str(p).startswith("method")]
+    assert not [d for d in stage["deps"] if d.startswith(("jem/methods", "jem/losses", "jem/engine", "models/"))]
 
 
 def _rel(files: set[Path]) -> set[str]:

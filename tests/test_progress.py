@@ -35,3 +35,16 @@ def test_progress_off_a_terminal_is_plain_lines_and_disable_is_silent(capsys):
     assert isinstance(progress(range(3), desc="x"), Lines)  # pytest's captured stderr is not a terminal
     list(progress(range(3), desc="quiet", disable=True))
     assert "quiet" not in capsys.readouterr().err
+
+
+def test_steps_off_a_terminal_name_each_step_as_it_starts(capsys):
+    from jem.progress import Steps
+
+    bar = Steps("baselines", ["features", "kNN", "linear probe"])
+    bar.advance()
+    bar.advance()
+    assert [ln.split(" [")[0] for ln in capsys.readouterr().err.splitlines()] == [
+        "baselines: 0/3 step (features)", "baselines: 1/3 step (kNN)", "baselines: 2/3 step (linear probe)"]
+    bar.advance()
+    bar.close()
+    assert [ln.split(" [")[0] for ln in capsys.readouterr().err.splitlines()] == ["baselines: 3/3 step"]

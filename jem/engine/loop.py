@@ -49,6 +49,7 @@ from jem.engine.sources import CachedAudio, CachedViews, DeviceAugment, epoch_sh
 from jem.engine.step import train_step
 from jem.methods import get_method_class
 from jem.methods.base import EpochData, Method, StepContext
+from jem.models import backbone_arch
 from jem.models.masking import set_mask_ratio
 
 
@@ -56,10 +57,7 @@ def build_method(cfg: Config, in_channels: int, image_size: int) -> Method:
     """The configured method; ``vit_tiny`` gets ``model.depth`` / ``model.patch_size`` in its arch (so
     the exported ``encoder.json`` rebuilds the same network) and ``model.mask_ratio`` token masking
     in training mode (the masking augmentation, usable by every method)."""
-    arch: dict[str, Any] = {"backbone": cfg.model.backbone, "width": cfg.model.width, "in_channels": in_channels,
-                            "image_size": image_size}
-    if cfg.model.backbone == "vit_tiny":
-        arch.update(depth=cfg.model.depth, patch_size=cfg.model.patch_size)
+    arch = backbone_arch(cfg.model, in_channels, image_size)
     method = get_method_class(cfg.method)(arch, list(cfg.model.projector), cfg.method_params)
     if cfg.model.mask_ratio > 0:
         set_mask_ratio(method.backbone, cfg.model.mask_ratio)

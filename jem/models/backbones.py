@@ -55,6 +55,17 @@ def cifar_resnet18(in_channels: int) -> nn.Module:
     return net
 
 
+def backbone_arch(model: Any, in_channels: int, image_size: int) -> dict[str, Any]:
+    """The ``arch`` dict of the ``model`` params section (``backbone``, ``width``; ``vit_tiny`` also
+    ``depth`` and ``patch_size``) for images of ``in_channels`` x ``image_size`` px: what
+    :func:`build_backbone` takes and ``encoder.json`` records."""
+    arch: dict[str, Any] = {"backbone": model.backbone, "width": model.width, "in_channels": in_channels,
+                            "image_size": image_size}
+    if model.backbone == "vit_tiny":
+        arch.update(depth=model.depth, patch_size=model.patch_size)
+    return arch
+
+
 def build_backbone(arch: dict[str, Any]) -> tuple[nn.Module, int]:
     """``arch`` = {"backbone", "width", "in_channels", "image_size"} -> (module, feature dim)."""
     name, cin = arch["backbone"], int(arch["in_channels"])

@@ -31,3 +31,10 @@ def baseline(repo):
     _sh(["git", "add", "-A"], repo)
     _sh(["git", "commit", "-qm", "baseline run"], repo)
     return proc
+
+
+@pytest.fixture(scope="session")
+def simclr_exp(repo, baseline):
+    """`dvc exp run -S method=simclr` on top of the committed baseline run (once per session)."""
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    return _sh(["dvc", "exp", "run", "-S", "method=simclr"], repo), lock
