@@ -39,8 +39,23 @@ datasets:
 		echo "error: CI=true but could not install$$need ($$why); the tests that need them would fail" >&2; exit 1; fi; \
 	echo "note: could not install$$need ($$why); the tests that need them will be skipped"
 
+## `make run` = `dvc repro`, then, in a git clone whose tree has no other uncommitted change (a fresh
+## clone), one commit of the results (dvc.lock and the small git-tracked outputs). That commit is the
+## baseline row of `dvc exp show`: `dvc exp run -S method=simclr` experiments are listed under it and
+## compared with it. Anywhere else the results stay in the workspace, and it says so.
+RESULTS := dvc.lock metrics dvclive reports
 run: install
 	dvc repro
+	@if ! git rev-parse --is-inside-work-tree >/dev/null 2>&1; then \
+		echo "note: not a git repository: the results stay in the workspace"; \
+	elif [ -n "$$(git status --porcelain -- . $(foreach p,$(RESULTS),':!$(p)'))" ]; then \
+		echo "note: other uncommitted changes in the tree: the results stay in the workspace" \
+			"(record them with: git add $(RESULTS) && git commit)"; \
+	elif git add $(RESULTS) && git diff --cached --quiet -- $(RESULTS); then \
+		echo "results unchanged since the last commit"; \
+	elif git commit -q -m "make run: results of params.yaml (dvc repro)" -- $(RESULTS); then \
+		echo "results committed ($$(git rev-parse --short HEAD)): the baseline of \`dvc exp show\`"; \
+	else echo "note: git commit failed: the results stay in the workspace"; fi
 
 test: install datasets lint
 	$(PY) -m pytest
