@@ -271,6 +271,7 @@ def embed_folder(encoder_dir: str | Path, images_dir: str | Path, stats: str | P
     from jem.evaluate.features import extract_features
 
     meta = read_meta(encoder_dir)
+    verify_weights(encoder_dir, meta)  # before any image is read
     mean, std = normalisation(meta, stats)
     paths = list_images(images_dir)
     arch = meta["arch"]

@@ -17,12 +17,12 @@ import numpy as np
 from jem.config import Config
 from jem.sections import ConfigError
 
-# official splits: (per-class train counts, test images, image side, channels)
-_KNOWN: dict[str, tuple[list[int], int, int, int]] = {
-    "fashion-mnist": ([6000] * 10, 10000, 28, 1),
-    "cifar10": ([5000] * 10, 10000, 32, 3),
-    "cifar100": ([500] * 100, 10000, 32, 3),
-    "stl10": ([500] * 10, 8000, 96, 3),
+# official splits: (per-class train counts, per-class test counts, image side, channels)
+_KNOWN: dict[str, tuple[list[int], list[int], int, int]] = {
+    "fashion-mnist": ([6000] * 10, [1000] * 10, 28, 1),
+    "cifar10": ([5000] * 10, [1000] * 10, 32, 3),
+    "cifar100": ([500] * 100, [100] * 100, 32, 3),
+    "stl10": ([500] * 10, [800] * 10, 96, 3),
 }
 STL10_UNLABELLED = 100000
 IMAGEFOLDER_SIZE = 32
@@ -57,8 +57,8 @@ def _test_counts(counts: list[int], fraction: float) -> list[int]:
     return [min(max(round(n * fraction), 1 if n >= 2 else 0), max(n - 1, 0)) for n in counts]
 
 
-def _pool_counts(cfg: Config) -> tuple[list[int], int, int, int] | None:
-    """(per-class training counts, test images, native side, channels) of the dataset's official or
+def _pool_counts(cfg: Config) -> tuple[list[int], list[int], int, int] | None:
+    """(per-class training counts, per-class test counts, native side, channels) of the dataset's official or
     seeded split; None when it cannot be counted cheaply (a group-aware image-folder split)."""
     name, d = cfg.dataset, cfg.data
     if name in _KNOWN:
@@ -68,7 +68,7 @@ def _pool_counts(cfg: Config) -> tuple[list[int], int, int, int] | None:
 
         pool = np.bincount(load_digits().target).tolist()
         tests = _test_counts(pool, d.test_fraction)
-        return [n - t for n, t in zip(pool, tests)], sum(tests), 8, 1
+        return [n - t for n, t in zip(pool, tests)], tests, 8, 1
     if name == "imagefolder":
         if getattr(d, "group_regex", ""):
             return None
@@ -78,7 +78,7 @@ def _pool_counts(cfg: Config) -> tuple[list[int], int, int, int] | None:
         pool = np.bincount(y).tolist()
         tests = _test_counts(pool, d.test_fraction)
         channels = getattr(d, "channels", 0) or 3  # 0: decided by the files; 3 is the larger network input
-        return [n - t for n, t in zip(pool, tests)], sum(tests), IMAGEFOLDER_SIZE, channels
+        return [n - t for n, t in zip(pool, tests)], tests, IMAGEFOLDER_SIZE, channels
     return None
 
 
@@ -87,7 +87,8 @@ def data_sizes(cfg: Config) -> DataSizes | None:
     pool = _pool_counts(cfg)
     if pool is None:
         return None
-    counts, n_test, side, channels = pool
+    counts, tests, side, channels = pool
+    n_test = sum(tests)
     d = cfg.data
     val = _val_counts(counts, d.val_fraction)
     train = [n - v for n, v in zip(counts, val)]
@@ -96,7 +97,7 @@ def data_sizes(cfg: Config) -> DataSizes | None:
         train = _subset_counts(train, d.max_train / sum(train))
         what += f", data.max_train={d.max_train}"
     if d.max_test and d.max_test < n_test:
-        n_test = sum(_subset_counts([n_test], d.max_test / n_test))  # bounded above by max_test per class
+        n_test = sum(_subset_counts(tests, d.max_test / n_test))
     pretrain = STL10_UNLABELLED if (cfg.dataset == "stl10" and d.use_unlabelled) else sum(train)
     if getattr(d, "channels", 0):
         channels = d.channels
@@ -122,6 +123,7 @@ def _check_backbone(cfg: Config, sizes: DataSizes) -> None:
     if cfg.augment.multicrop.local_crops:
         sides.append(local_size(cfg.augment, sizes.image_size))
     key = "data.image_size" if cfg.data.image_size else f"the native size of {cfg.dataset}"
+    side = sizes.image_size
     try:
         net, feat_dim = build_backbone(arch)
         net.eval()
@@ -147,7 +149,7 @@ def check_run(cfg: Config) -> list[str]:
     """ConfigError / RayUnavailable (one line) for what can never work; returns notes to print."""
     from jem.engine.session import check_local_fit
 
-    t = cfg.train
+    t, d = cfg.train, cfg.data
     check_local_fit(cfg.ray, t.workers, t.cpus_per_worker, 1.0 if t.use_gpu else 0.0, "pretrain")
     sizes = data_sizes(cfg)
     if sizes is None:
@@ -165,5 +167,12 @@ def check_run(cfg: Config) -> list[str]:
     if too_big:
         raise ConfigError(f"eval.knn_k = {list(cfg.eval.knn_k)}: k = {too_big[0]} exceeds the kNN bank of "
                           f"{sizes.train} training images ({sizes.what}); use smaller k")
+    for key, value in (("data.max_train", d.max_train), ("data.max_test", d.max_test)):
+        if 0 < value < sizes.classes:  # the stratified subsample keeps one image of every class
+            raise ConfigError(f"{key} = {value} is below the {sizes.classes} classes of {cfg.dataset}; a stratified "
+                              f"subsample keeps at least one image per class: use {key} >= {sizes.classes} (0 = all)")
     _check_backbone(cfg, sizes)
-    return []
+    notes = []
+    if d.max_train and sizes.train != d.max_train:  # stratified rounding per class, or fewer images exist
+        notes.append(f"note: data.max_train = {d.max_train} gives {sizes.train} training images ({sizes.what})")
+    return notes

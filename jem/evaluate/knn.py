@@ -8,6 +8,7 @@ vote for their class with weight ``exp(s_i / T)``, and the class with the larges
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -51,7 +52,8 @@ def knn_scores(
 
     ``score[j, c] = sum over the k nearest training points i of test point j with label c of
     exp(s_ij / temperature)``, where ``s_ij`` is the cosine similarity (dot product of
-    L2-normalised features). ``k`` is clipped to ``N_train``. Computation is chunked over test rows
+    L2-normalised features). ``k`` larger than ``N_train`` is clipped to it with a warning naming
+    both. Computation is chunked over test rows
     (``chunk`` rows at a time, so memory is ``chunk x N_train``) on the CPU with torch. The
     precision follows the inputs: float64 if either feature array is float64, else float32
     (``exp(1/0.07)`` is about 1.6e6, so float32 scores carry about 1e-6 relative error; ranking is
@@ -71,7 +73,10 @@ def knn_scores(
     dtype = torch.float64 if torch.float64 in (train.dtype, test.dtype) else torch.float32
     train = F.normalize(train.to(dtype), dim=1)  # (N_train, D)
     test = F.normalize(test.to(dtype), dim=1)  # (N_test, D)
-    k = min(k, train.shape[0])
+    if k > train.shape[0]:  # never silently: the caller learns which k the scores are for
+        warnings.warn(f"kNN: k = {k} exceeds the {train.shape[0]} training features; using k = {train.shape[0]}",
+                      stacklevel=2)
+        k = train.shape[0]
     out = torch.empty(test.shape[0], num_classes, dtype=dtype)
     for start in range(0, test.shape[0], chunk):
         sim = test[start : start + chunk] @ train.T  # (B, N_train)

@@ -77,7 +77,8 @@ def test_k_larger_than_train_set_uses_every_point():
     rng = np.random.default_rng(3)
     train, labels = rng.normal(size=(7, 5)), np.array([0, 1, 2, 0, 1, 2, 0])
     test = rng.normal(size=(4, 5))
-    big = knn_scores(train, labels, test, k=200, temperature=0.1, num_classes=3)
+    with pytest.warns(UserWarning, match="k = 200 exceeds the 7 training features; using k = 7"):
+        big = knn_scores(train, labels, test, k=200, temperature=0.1, num_classes=3)
     np.testing.assert_allclose(big, knn_scores(train, labels, test, k=7, temperature=0.1, num_classes=3))
     np.testing.assert_allclose(big, reference_scores(train, labels, test, 7, 0.1, 3), rtol=1e-12)
     # every training point votes once: the row sums are the full partition sums
