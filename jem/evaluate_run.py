@@ -124,6 +124,12 @@ def evaluate(prepared: Path, encoder_dir: Path, ecfg: EvalConfig, seed: int, pro
     if baselines is None:
         baselines = compute_baselines(prepared, None, ecfg, seed, progress, arch=arch)
     metrics["random_init"], metrics["pixels"] = baselines["random_init"], baselines["pixels"]
+    if views is not None and (prepared / "train_audio.npy").exists() and (encoder_dir / "audio.safetensors").exists():
+        from jem.evaluate.audiovisual import evaluate_av  # audio-visual methods: audio, cross-modal, raw audio
+
+        av = evaluate_av(prepared, views, encoder_dir, encoder, projector, ecfg, seed)
+        metrics["random_init"] = {**metrics["random_init"], **av.pop("random_init")}
+        metrics.update(av)
     return metrics
 
 

@@ -17,7 +17,11 @@ from jem.errors import run_main
 METRICS = ("knn.top1", "linear.top1", "semi_1pct.top1", "semi_10pct.top1", "collapse.collapsed",
            "random_init.knn.top1", "random_init.knn.top5", "random_init.linear.top1", "random_init.linear.top5",
            "random_init.semi_1pct.top1", "random_init.semi_10pct.top1",
-           "pixels.knn.top1", "pixels.knn.top5", "pixels.linear.top1", "pixels.linear.top5")
+           "pixels.knn.top1", "pixels.knn.top5", "pixels.linear.top1", "pixels.linear.top5",
+           # audio-visual methods only (absent keys are skipped)
+           "audio.knn.top1", "audio.linear.top1", "raw.audio.knn.top1",
+           *(f"{p}xmodal.{d}.r{k}" for p in ("", "random_init.") for d in ("a2v", "v2a") for k in (1, 5)),
+           "random_init.audio.knn.top1", "random_init.audio.linear.top1")
 
 
 def main() -> None:

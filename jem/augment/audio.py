@@ -154,7 +154,9 @@ def build_audio_cache(audio: np.ndarray, sample_rate: int, cfg: AudioConfig, k_v
     arr.flush()
     del arr
     meta = {"num_recordings": int(n), "views_per_recording": k_views, "sample_rate": int(sample_rate),
-            "n_mels": cfg.n_mels, "frames": frames, "seed": seed}
+            "n_mels": cfg.n_mels, "frames": frames, "seed": seed,
+            "frontend": {"n_fft": cfg.n_fft, "hop": cfg.hop, "n_mels": cfg.n_mels, "f_min": cfg.f_min,
+                         "f_max": cfg.f_max}}  # what evaluation computes its clean spectrograms with
     (out_dir / "audio_meta.json").unlink(missing_ok=True)
     os.replace(tmp, out_dir / "audio.npy")
     (out_dir / "audio_meta.json").write_text(json.dumps(meta, indent=2) + "\n")

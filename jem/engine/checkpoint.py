@@ -51,10 +51,16 @@ def save_encoder(folder: Path, method: Any, stats: dict[str, Any] | None = None)
                   str(folder / "projector.safetensors"))
     meta = {"arch": method.arch, "feat_dim": method.feat_dim, "method": method.name,
             "projector": list(getattr(method, "projector_dims", []))}
+    extra_files: dict[str, dict[str, torch.Tensor]] = {}
+    if hasattr(method, "export_extra"):  # further networks of the method (avid: the audio encoder and head)
+        extra_files, extra_meta = method.export_extra()
+        meta.update(extra_meta)
+        for name, extra in extra_files.items():
+            save_file({k: v.detach().cpu().contiguous() for k, v in extra.items()}, str(folder / name))
     if stats is not None:
         meta.update(mean=list(stats["mean"]), std=list(stats["std"]))
     # every loader checks these (jem.export.verify_weights): a corrupt or truncated copy is one error line
-    weights = ("encoder.safetensors", "projector.safetensors")
+    weights = ("encoder.safetensors", "projector.safetensors", *extra_files)
     meta["sha256"] = {name: sha256_file(folder / name) for name in weights if (folder / name).is_file()}
     (folder / "encoder.json").write_text(json.dumps(meta, indent=2) + "\n")
 

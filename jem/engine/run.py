@@ -30,7 +30,7 @@ from jem.io import check_free_space
 
 # train.* knobs that do not change the trained weights: not part of the run identity
 NOT_IN_RUN_IDENTITY = ("max_failures", "checkpoint_every", "cpus_per_worker")
-ENCODER_FILES = ("encoder.safetensors", "encoder.json", "projector.safetensors")
+ENCODER_FILES = ("encoder.safetensors", "encoder.json", "projector.safetensors", "audio.safetensors")
 
 
 def worker_error_line(exc: BaseException) -> str:

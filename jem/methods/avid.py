@@ -106,6 +106,14 @@ class AVID(Method[AVIDParams]):
             raise ConfigError(f"method {cfg.method} reads its audio views from the view cache; "
                               "set augment.views_per_image > 0")
 
+    def export_extra(self) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, Any]]:
+        """The audio encoder and head for the exported encoder folder (read by jem.evaluate.audiovisual)."""
+        tensors = {f"encoder.{k}": v for k, v in self.audio.state_dict().items()}
+        tensors.update({f"projector.{k}": v for k, v in self.audio_projector.state_dict().items()})
+        arch = {"width": self.params.audio_width, "feat_dim": self.audio.feat_dim,
+                "projector": [*self.projector_dims[:-1], self.params.dim]}
+        return {"audio.safetensors": tensors}, {"audio": arch}
+
     def on_epoch_start(self, data: EpochData) -> None:
         n = data.images.shape[0]
         p = self.params
