@@ -134,3 +134,24 @@ def test_a_clean_copy_still_loads_and_matches(tmp_path, encoder):
     x = torch.rand(2, 1, 8, 8)
     with torch.no_grad():
         assert torch.equal(jem.load_encoder(copy)(x), jem.load_encoder(encoder)(x))
+
+
+@pytest.mark.parametrize("damage", ["bit-flip", "truncated"])
+def test_evaluate_stage_refuses_a_damaged_encoder(tmp_path, encoder, params_file, damage):
+    """The pipeline's own loader: the evaluate stage on digits with a damaged models/encoder."""
+    from conftest import stage
+
+    params_file()
+    proc = stage("prepare", "--params", "params.yaml", "--out", "prepared", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics" / "eval.json").write_text('{"previous": 1}\n')
+    (tmp_path / "baselines.json").write_text("{}")  # not this encoder's: evaluate would compute its own
+    hurt, needle = DAMAGE[damage]
+    hurt(encoder / "encoder.safetensors")
+    proc = stage("evaluate", "--params", "params.yaml", "--prepared", "prepared", "--views", "views",
+                 "--encoder", str(encoder), "--baselines", "baselines.json", "--out", "metrics/eval.json",
+                 "--full", "metrics/eval-full.json", "--artefacts", "eval", cwd=tmp_path)
+    assert_one_error(proc, str(encoder / "encoder.safetensors"), needle)
+    assert (tmp_path / "metrics" / "eval.json").read_text() == '{"previous": 1}\n'
+    assert not (tmp_path / "metrics" / "eval-full.json").exists() and not (tmp_path / "eval").exists()
