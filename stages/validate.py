@@ -22,7 +22,7 @@ def main() -> None:
     from jem.data import check_dataset
 
     check_dataset(cfg.dataset, cfg.data.root, test_fraction=cfg.data.test_fraction,
-                  group_regex=cfg.data.group_regex, seed=cfg.seed)
+                  group_regex=cfg.data.group_regex, seed=cfg.seed, audio_root=cfg.data.audio_root)
     from jem.preflight import check_run  # params against the data sizes, the backbone and the CPUs
 
     notes = check_run(cfg)
