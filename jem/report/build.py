@@ -179,7 +179,9 @@ def _compose(out: Path, params: dict[str, Any], pretrain: dict[str, Any], ev: di
     sections = collapse_sections(ev.get("collapse", {}))
     _collapse_warning(doc, ev, sections)
     knn_k = list(params.get("eval", {}).get("knn_k", defaults["eval"]["knn_k"]))
-    _metrics_section(doc, out, ev, knn_k, artefacts, str(params.get("dataset", "")))
+    meta = json.loads((artefacts / "meta.json").read_text()) if artefacts and (artefacts / "meta.json").is_file() else {}
+    budget = f"{pretrain.get('epochs', '?')} epochs" + (f" on {meta['n_train']} images" if meta.get("n_train") else "")
+    _metrics_section(doc, out, ev, knn_k, artefacts, str(params.get("dataset", "")), budget)
     group = seeds.seed_group(params, flatten(ev), runs, defaults)
     if len(group) > 1:
         _seeds_section(doc, out, group, knn_k)
@@ -221,14 +223,14 @@ def _figure_series(get: Any) -> tuple[list[str], dict[str, list[float | None]]]:
 
 
 def _metrics_section(doc: Document, out: Path, ev: dict[str, Any], knn_k: list[int], artefacts: Path | None,
-                     dataset: str = "") -> None:
+                     dataset: str = "", budget: str = "this budget") -> None:
     doc.heading("Metrics")
     header, rows = metrics_table(ev, knn_k)
     bad = negative_gains(rows)
     doc.table(header, rows, bad=bad)
     if bad:
         lost = ", ".join(rows[k][0] for k, _ in sorted(bad))
-        why = ("on 8x8 digits raw pixels are a strong baseline and 30 epochs on 1,200 images is a toy budget; "
+        why = (f"on 8x8 digits raw pixels are a strong baseline and {budget} is a toy budget; "
                "docs/methods.md's Fashion-MNIST protocol shows the methods at a real budget"
                if dataset == "digits" else "usually too small a budget (epochs, images) or a view recipe that "
                "does not suit the images; docs/methods.md has tested recipes")

@@ -35,7 +35,7 @@ PROBE = ('<script>window.addEventListener("load",function(){var im=[].slice.call
          '.join(" ");document.body.appendChild(p);});</script>')
 SECTIONS = ["Metrics", "Collapse diagnostics", "Params that differ from the defaults", "Training curves",
             "Embedding map (t-SNE)", "Nearest-neighbour retrieval", "Embedding correlation", "What the method saw",
-            "Per-class accuracy"]
+            "Per-class accuracy", "Provenance"]
 
 
 def _sh(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -146,6 +146,11 @@ def test_repro_report_has_every_element(repo, baseline, tmp_path):
     for part in ("backbone", "projector"):
         assert {"std", "std_healthy", "rankme", "rankme_ratio", "alignment", "uniformity"} <= set(col[part])
         assert 0 < col[part]["alignment"] < 4 and col[part]["std"] > 0.2 * col[part]["std_healthy"]
+    prov = md[md.index("## Provenance"):]  # stage times recorded by the real stages under DVC
+    for stage in ("validate", "prepare", "augment", "pretrain", "evaluate"):
+        assert re.search(rf"\| {stage} \| [0-9.]+ (s|min)", prov), stage
+    assert "Total pipeline time" in prov and "| git commit |" in prov
+    assert "![confusion matrix](confusion.png)" in md
     check_page(repo / "reports" / "report.html", tmp_path)  # screenshot kept in tmp_path for a human look
 
 
