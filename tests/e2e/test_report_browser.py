@@ -140,7 +140,7 @@ def test_repro_report_has_every_element(repo, baseline, tmp_path):
         assert (repo / "reports" / name).stat().st_size > 5000, name
     for csv in ("per_class_accuracy.csv", "confusion.csv", "tsne.csv"):
         assert (repo / "reports" / csv).stat().st_size > 100, csv
-    ev = json.loads((repo / "metrics" / "eval.json").read_text())
+    ev = json.loads((repo / "metrics" / "eval-full.json").read_text())  # the diagnostics' details
     col = ev["collapse"]
     assert col["collapsed"] == 0 and col["backbone"]["collapsed"] == 0
     for part in ("backbone", "projector"):

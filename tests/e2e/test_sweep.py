@@ -149,7 +149,8 @@ def test_pretrain_and_sweep_never_open_the_test_split(repo, swept, tmp_path):
     try:
         pre = _sh([sys.executable, str(repo / "stages" / "pretrain.py"), "--params", str(tmp_path / "params.yaml"),
                    "--prepared", str(prepared), "--views", str(repo / "data" / "views"), "--out",
-                   str(tmp_path / "encoder"), "--metrics", str(tmp_path / "pretrain.json"), "--live",
+                   str(tmp_path / "encoder"), "--metrics", str(tmp_path / "pretrain.json"),
+                   "--full", str(tmp_path / "pretrain-full.json"), "--live",
                    str(tmp_path / "live")], repo)
         sweep = _sh([sys.executable, "sweep.py", "--params", str(tmp_path / "sweep.yaml"), "--base",
                      str(tmp_path / "params.yaml"), "--prepared", str(prepared), "--views",
