@@ -23,9 +23,16 @@ def _cmd_methods(args: argparse.Namespace) -> None:
 
 def _cmd_validate(args: argparse.Namespace) -> None:
     from jem.config import load_config
+    from jem.data import check_dataset
+    from jem.preflight import check_run
 
-    cfg = load_config(args.params)
+    cfg = load_config(args.params)  # the same checks as the pipeline's validate stage
+    check_dataset(cfg.dataset, cfg.data.root, test_fraction=cfg.data.test_fraction,
+                  group_regex=cfg.data.group_regex, seed=cfg.seed)
+    notes = check_run(cfg)
     print(f"{args.params} ok: dataset={cfg.dataset} method={cfg.method} seed={cfg.seed}")
+    for note in notes:
+        print(note)
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -121,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("methods", help="list registered methods: name, description, paper")
     p.set_defaults(func=_cmd_methods)
-    p = sub.add_parser("validate", help="check a params file without running anything")
+    p = sub.add_parser("validate", help="check a params file against the data and this machine without running "
+                       "anything (the validate stage's checks)")
     p.add_argument("params", nargs="?", default="params.yaml")
     p.set_defaults(func=_cmd_validate)
     p = sub.add_parser("info", help="summary of the run in a repo: metrics vs baselines, collapse, encoder, report")

@@ -83,3 +83,10 @@ def test_image_folder_batch_larger_than_its_training_set(tmp_path, params_file):
     params_file(dataset="imagefolder", data__root=str(tmp_path / "imgs"), train__batch_size=11)
     assert_one_error(stage("validate", "--params", "params.yaml", cwd=tmp_path),
                      "train.batch_size=11", "exceeds the 10 pretraining images")
+
+
+def test_jem_validate_runs_the_same_checks(tmp_path, params_file):
+    from conftest import jem_cli
+
+    params_file(train__workers=TOO_MANY)
+    assert_one_error(jem_cli("validate", "params.yaml", cwd=tmp_path), f"train.workers={TOO_MANY}")
