@@ -40,7 +40,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from jem.methods import method_names
+from jem.methods import image_methods, method_names
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -226,7 +226,9 @@ def plan(names: list[str], seeds_arg: str | None, default_seeds: int) -> list[tu
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--protocol", default="digits", choices=sorted(PROTOCOLS))
-    ap.add_argument("--methods", default="all", help="comma-separated names, or 'all' (every registered method)")
+    ap.add_argument("--methods", default="all",
+                    help="comma-separated names, or 'all' (every registered image method; avid and avid_cma "
+                         "need an audio-visual data set)")
     ap.add_argument("--seeds", default=None, help="comma-separated seeds for every method (default: the protocol's)")
     ap.add_argument("--fresh", action="store_true", help="measure again what the results file already holds")
     ap.add_argument("--out", default=None, help="output stem (default benchmarks/results/methods-<protocol>)")
@@ -239,7 +241,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit("error: --set changes the protocol's budget; give --out so the probe is written to its own file")
     if shutil.which("dvc") is None:
         sys.exit("error: `dvc` is not on PATH; activate the environment (`. .venv/bin/activate`) first")
-    names = method_names() if args.methods == "all" else [m.strip() for m in args.methods.split(",")]
+    names = image_methods() if args.methods == "all" else [m.strip() for m in args.methods.split(",")]
     unknown = [m for m in names if m not in method_names()]
     if unknown:
         sys.exit(f"error: unknown method(s) {', '.join(unknown)}; `jem methods` lists them")

@@ -63,7 +63,7 @@ from jem.engine.loop import build_method
 from jem.engine.optim import build_optimizer, effective_lr, lr_at, set_lr
 from jem.engine.sources import CachedViews, DeviceAugment
 from jem.engine.step import train_step
-from jem.methods import method_names
+from jem.methods import image_methods
 from jem.methods.base import EpochData, StepContext
 from jem.models import build_backbone
 
@@ -334,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "data, batch 512, jem-device vs reference on CUDA")
     ap.add_argument("--dataset", default="digits", choices=DATASETS)
     ap.add_argument("--max-train", type=int, default=0, help="random training subset (0 = all)")
-    ap.add_argument("--methods", default="all", help="'all' (every registered method) or a comma list")
+    ap.add_argument("--methods", default="all", help="'all' (every registered image method) or a comma list")
     ap.add_argument("--pipelines", default="", help=f"comma list of {', '.join(PIPELINES)} (default: all three on "
                     "CPU; jem-device and reference on CUDA)")
     ap.add_argument("--steps", type=int, default=30, help="timed steps per pipeline per round")
@@ -380,7 +380,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                       else (["jem-device", REFERENCE] if device.type == "cuda" else list(PIPELINES)))
     if bad := set(args.pipelines) - set(PIPELINES):
         raise SystemExit(f"unknown pipeline(s) {sorted(bad)}; choose from {', '.join(PIPELINES)}")
-    names = method_names() if args.methods == "all" else [m for m in args.methods.split(",") if m]
+    names = image_methods() if args.methods == "all" else [m for m in args.methods.split(",") if m]
     raw: dict[str, Any] = parse_sets(args.sets)
     raw.setdefault("seed", args.seed)
     if args.batch_size:

@@ -85,6 +85,12 @@ def method_names() -> list[str]:
     return list(registry())
 
 
+def image_methods() -> list[str]:
+    """The registered methods that train on images alone (the audio-visual ones, ``n_audio`` > 0,
+    need an audio-visual data set): what the image benchmarks mean by "all"."""
+    return [name for name, spec in registry().items() if not spec.cls.n_audio]
+
+
 def get_spec(name: str) -> MethodSpec:
     specs = registry()
     if name not in specs:
