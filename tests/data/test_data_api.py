@@ -12,7 +12,7 @@ from sklearn.datasets import load_digits
 from jem.data import DEFAULT_ROOTS, DataError, Dataset, check_dataset, load_dataset
 from jem.data.common import resize_images, stratified_split
 
-NAMES = ("digits", "fashion-mnist", "cifar10", "cifar100", "stl10", "imagefolder")
+NAMES = ("digits", "fashion-mnist", "cifar10", "cifar100", "stl10", "imagefolder", "av-digits", "avfolder")
 
 
 def test_default_roots_cover_every_dataset() -> None:
