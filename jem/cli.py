@@ -28,7 +28,7 @@ def _cmd_validate(args: argparse.Namespace) -> None:
 
     cfg = load_config(args.params)  # the same checks as the pipeline's validate stage
     check_dataset(cfg.dataset, cfg.data.root, test_fraction=cfg.data.test_fraction,
-                  group_regex=cfg.data.group_regex, seed=cfg.seed)
+                  group_regex=cfg.data.group_regex, seed=cfg.seed, audio_root=cfg.data.audio_root)
     notes = check_run(cfg)
     print(f"{args.params} ok: dataset={cfg.dataset} method={cfg.method} seed={cfg.seed}")
     for note in notes:
