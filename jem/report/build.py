@@ -185,6 +185,8 @@ def _compose(out: Path, params: dict[str, Any], pretrain: dict[str, Any], ev: di
     group = seeds.seed_group(params, flatten(ev), runs, defaults)
     if len(group) > 1:
         _seeds_section(doc, out, group, knn_k)
+    if "xmodal" in ev:
+        _audio_visual_section(doc, ev)
     _collapse_section(doc, sections)
     _params_section(doc, params, defaults)
     _curves_section(doc, out, live_dir)
@@ -315,6 +317,21 @@ def _provenance_section(doc: Document, root: Path, times_dir: Path | None) -> No
     else:
         doc.note(f"No stage time records{'' if times_dir is None else f' in {times_dir}'} (each `stages/*.py` "
                  "writes one when it succeeds); only the pretraining wall time above is known.")
+
+
+def _audio_visual_section(doc: Document, ev: dict[str, Any]) -> None:
+    """The audio encoder and cross-modal retrieval of an audio-visual method (jem.evaluate.audiovisual)."""
+    doc.heading("Audio and cross-modal retrieval")
+    rows = [("audio kNN top-1", ("audio", "knn", "top1"), ("raw", "audio", "knn", "top1")),
+            ("audio linear top-1", ("audio", "linear", "top1"), None)]
+    rows += [(f"{'audio -> image' if d == 'a2v' else 'image -> audio'} recall@{k}", ("xmodal", d, f"r{k}"), None)
+             for d in ("a2v", "v2a") for k in (1, 5)]
+    doc.table(["test split", "trained", "random init", "raw (log-mel means)"],
+              [[label, _fmt(_get(ev, *key)), _fmt(_get(ev, "random_init", *key)), _fmt(_get(ev, *raw) if raw else None)]
+               for label, key, raw in rows])
+    doc.note("Retrieval in the joint embedding (each encoder's head, cosine similarity) over the test pairs: a "
+             "query is a hit at k when one of its k nearest items of the other modality shows the same class. "
+             "Raw: kNN on the time-averaged log-mel spectrogram.")
 
 
 def _collapse_section(doc: Document, sections: dict[str, dict[str, Any]]) -> None:
