@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image
+from requirements_util import fsdd_recordings, require_fsdd
 from sklearn.datasets import load_digits
 
 from jem.config import ConfigError, defaults_dict, parse_config
@@ -23,7 +24,7 @@ from jem.data import DataError, check_dataset, load_dataset
 from jem.prepare import prepare
 
 ROOT = Path(__file__).resolve().parents[2]
-FSDD = ROOT.parent / "shared" / "data" / "fsdd" / "recordings"
+FSDD = fsdd_recordings()
 SPEAKERS = ("ann", "bob")
 
 
@@ -211,8 +212,8 @@ def test_paired_folder_errors(tmp_path):
         load_dataset("avfolder", str(tmp_path / "av"))
 
 
-@pytest.mark.skipif(not FSDD.is_dir(), reason=f"the shared FSDD copy is not at {FSDD}")
 def test_the_shared_fsdd_copy():
+    require_fsdd()
     check_dataset("av-digits", audio_root=str(FSDD))
     ds = load_dataset("av-digits", audio_root=str(FSDD))
     assert len(ds.train_y) == 2700 and len(ds.test_y) == 300

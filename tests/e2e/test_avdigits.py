@@ -7,11 +7,12 @@ import json
 import shutil
 
 import pytest
-from e2e_util import ROOT, _flat, _sh
+from e2e_util import _flat, _sh
+from requirements_util import fsdd_recordings, require_fsdd
 
 pytestmark = pytest.mark.e2e
 
-FSDD = ROOT.parent / "shared" / "data" / "fsdd" / "recordings"
+FSDD = fsdd_recordings()
 AV_KEYS = ["audio.knn.top1", "audio.linear.top1", "raw.audio.knn.top1", "random_init.audio.knn.top1",
            "random_init.audio.linear.top1"] + [f"{p}xmodal.{d}.r{k}" for p in ("", "random_init.")
                                                for d in ("a2v", "v2a") for k in (1, 5)]
@@ -29,8 +30,8 @@ def _eval_metrics(repo, method):
     raise AssertionError(f"no experiment of method {method} in dvc exp show")
 
 
-@pytest.mark.skipif(not FSDD.is_dir(), reason=f"the shared FSDD copy is not at {FSDD}")
 def test_avid_cma_runs_end_to_end(repo, tmp_path):
+    require_fsdd()
     _sh(["dvc", "exp", "run", "--temp", "-S", "dataset=av-digits", "-S", "method=avid_cma",
                 "-S", f"data.audio_root={FSDD}", "-S", "methods.avid_cma.warmup_epochs=1"], repo)
     ev = _eval_metrics(repo, "avid_cma")
@@ -41,8 +42,8 @@ def test_avid_cma_runs_end_to_end(repo, tmp_path):
         assert ev[f"xmodal.{d}.r1"] <= ev[f"xmodal.{d}.r5"]
 
 
-@pytest.mark.skipif(not FSDD.is_dir(), reason=f"the shared FSDD copy is not at {FSDD}")
 def test_a_stereo_recording_stops_the_run_before_compute(repo, tmp_path):
+    require_fsdd()
     rec = tmp_path / "recordings"
     shutil.copytree(FSDD, rec)
     bad = rec / "5_theo_12.wav"
