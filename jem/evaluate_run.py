@@ -15,6 +15,8 @@ Artefacts folder (``artefacts``; the DVC out ``data/eval``), all ``.npz`` unless
   projector, ``projector_xcorr`` (P', P') cross-correlation of the projector outputs of two
   augmented views (D', P' <= 256: the first dimensions).
 - ``views``: ``originals`` (n, H, W, C), ``views`` (n, K', S, S, C), optional ``locals``, ``source``.
+- ``audiovisual`` (audio-visual methods only): test spectrograms beside their images and the
+  cross-modal top-5 neighbours (:func:`jem.evaluate.audiovisual.report_arrays`).
 """
 
 from __future__ import annotations
@@ -116,18 +118,22 @@ def evaluate(prepared: Path, encoder_dir: Path, ecfg: EvalConfig, seed: int, pro
         metrics[f"semi_{frac}"] = finetune(encoder, train_f.shape[1], tx[idx], ty[idx], vx, vy, mean, std, n_cls,
                                            ecfg.semi_epochs, ecfg.semi_lr, seed=seed, progress=progress)
         bar.advance()
+    av = None
+    if views is not None and (prepared / "train_audio.npy").exists() and (encoder_dir / "audio.safetensors").exists():
+        from jem.evaluate.audiovisual import evaluate_av  # audio-visual methods: audio, cross-modal, raw audio
+
+        av = evaluate_av(prepared, views, encoder_dir, encoder, projector, ecfg, seed,
+                         audio_cfg=augment.audio if augment is not None else None)
+    av_report = av.pop("_report") if av is not None else None
     if artefacts is not None:
         _write_artefacts(artefacts, prepared, views, augment, seed, stats, preds, correlation,
-                         (tx, ty, train_f), (vx, vy, test_f))
+                         (tx, ty, train_f), (vx, vy, test_f), av_report)
         bar.advance()
     bar.close()
     if baselines is None:
         baselines = compute_baselines(prepared, None, ecfg, seed, progress, arch=arch)
     metrics["random_init"], metrics["pixels"] = baselines["random_init"], baselines["pixels"]
-    if views is not None and (prepared / "train_audio.npy").exists() and (encoder_dir / "audio.safetensors").exists():
-        from jem.evaluate.audiovisual import evaluate_av  # audio-visual methods: audio, cross-modal, raw audio
-
-        av = evaluate_av(prepared, views, encoder_dir, encoder, projector, ecfg, seed)
+    if av is not None:
         metrics["random_init"] = {**metrics["random_init"], **av.pop("random_init")}
         metrics.update(av)
     return metrics
@@ -162,7 +168,8 @@ def _collapse(encoder: torch.nn.Module, projector: torch.nn.Module | None, test_
 def _write_artefacts(out: Path, prepared: Path, views: Path | None, augment: AugmentConfig | None, seed: int,
                      stats: dict[str, Any], preds: dict[str, np.ndarray], correlation: dict[str, np.ndarray],
                      train: tuple[np.ndarray, np.ndarray, np.ndarray],
-                     test: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+                     test: tuple[np.ndarray, np.ndarray, np.ndarray],
+                     av_report: dict[str, np.ndarray] | None = None) -> None:
     from jem.evaluate.artefacts import pick_per_class, retrieval, tsne_map, view_samples
     from jem.io import atomic_dir
 
@@ -180,6 +187,8 @@ def _write_artefacts(out: Path, prepared: Path, views: Path | None, augment: Aug
         np.savez(tmp / "correlation.npz", **cast(Any, {k: v.astype(np.float32) for k, v in correlation.items()}))
         if sample:
             np.savez(tmp / "views.npz", **cast(Any, sample))
+        if av_report is not None:  # audio-visual methods only
+            np.savez_compressed(tmp / "audiovisual.npz", **cast(Any, av_report))
         meta = {"dataset": stats.get("dataset"), "classes": [str(c) for c in stats["classes"]],
                 "n_train": int(len(ty)), "n_val": stats.get("n_val"), "n_test": int(len(vy)),
                 "n_tsne": int(len(idx)), "image_size": int(vx.shape[1]),

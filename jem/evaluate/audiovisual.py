@@ -12,6 +12,11 @@
 * ``raw.audio.knn``: kNN on the time-averaged standardised log-mel spectrogram (n_mels values per
   recording): what the audio holds before any learning.
 
+For the report (:func:`report_arrays`, saved by the evaluate stage as ``audiovisual.npz`` in its
+artefacts folder, tens of KB): a few test recordings' log-mel spectrograms (clean and one augmented
+view drawn with the run's ``augment.audio`` recipe: the view cache holds training recordings only)
+beside their paired images, and the top-5 cross-modal neighbours of a few audio and image queries.
+
 The exported encoder folder holds ``audio.safetensors`` (audio encoder + head, ``encoder.`` and
 ``projector.`` prefixes) and its architecture under ``audio`` in ``encoder.json``.
 """
@@ -86,6 +91,58 @@ def recall_at(queries: torch.Tensor, items: torch.Tensor, q_labels: np.ndarray, 
     return {f"r{k}": float(same[:, :k].any(axis=1).mean()) for k in ks}
 
 
+def cross_modal_neighbours(queries: torch.Tensor | np.ndarray, items: torch.Tensor | np.ndarray, k: int = 5
+                           ) -> tuple[np.ndarray, np.ndarray]:
+    """(indices (Q, k) int64, cosine similarities (Q, k) float32) of each query's ``k`` most similar
+    items, best first (the metric of :func:`recall_at`)."""
+    from jem.evaluate.artefacts import retrieval
+
+    return retrieval(np.asarray(items), np.asarray(queries), k)
+
+
+def pick_queries(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """``n`` row indices of distinct classes (seeded choice of classes, one seeded row each; fewer
+    when there are fewer classes), ordered by class."""
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(labels)
+    classes = np.sort(rng.choice(np.unique(labels), size=min(n, len(np.unique(labels))), replace=False))
+    return np.asarray([int(rng.choice(np.flatnonzero(labels == c))) for c in classes], dtype=np.int64)
+
+
+N_SPEC, N_XMODAL_QUERIES, XMODAL_K = 4, 4, 5
+
+
+def report_arrays(spec: torch.Tensor, images: np.ndarray, labels: np.ndarray, za: torch.Tensor, zv: torch.Tensor,
+                  view: Any, seed: int) -> dict[str, np.ndarray]:
+    """The arrays of the report's audio-visual figures (``audiovisual.npz``), all on the test split:
+
+    * ``spec_idx`` (n,), ``spec_y``, ``spec_x`` (n, H, W, C) the paired images, ``spec_clean`` and
+      ``spec_view`` (n, M, T) float16: clean log-mel and one augmented view (``view(idx)``, or
+      absent when ``view`` is None);
+    * ``a2v_query`` (Q,) audio rows, ``a2v_neigh`` (Q, k) image rows, ``a2v_sim``, ``a2v_query_y``,
+      ``a2v_neigh_y``, ``a2v_query_spec`` (Q, M, T), ``a2v_neigh_x`` (Q, k, H, W, C);
+    * ``v2a_*`` the same for image queries (``v2a_query_x``) and retrieved recordings
+      (``v2a_neigh_spec`` (Q, k, M, T)).
+
+    ``za``, ``zv``: the joint embeddings of the test recordings and images (row i of each is pair i)."""
+    sp = spec[:, 0].numpy()  # (N, M, T)
+    out: dict[str, np.ndarray] = {}
+    idx = pick_queries(labels, N_SPEC, seed)
+    out.update(spec_idx=idx, spec_y=labels[idx], spec_x=images[idx], spec_clean=sp[idx].astype(np.float16))
+    if view is not None:
+        out["spec_view"] = np.asarray(view(idx))[:, 0].astype(np.float16)
+    for d, (q, items, seed_d) in {"a2v": (za, zv, seed + 1), "v2a": (zv, za, seed + 2)}.items():
+        qi = pick_queries(labels, N_XMODAL_QUERIES, seed_d)
+        neigh, sims = cross_modal_neighbours(q[qi], items, XMODAL_K)
+        out.update({f"{d}_query": qi, f"{d}_neigh": neigh, f"{d}_sim": sims.astype(np.float32),
+                    f"{d}_query_y": labels[qi], f"{d}_neigh_y": labels[neigh]})
+        if d == "a2v":
+            out.update(a2v_query_spec=sp[qi].astype(np.float16), a2v_neigh_x=images[neigh])
+        else:
+            out.update(v2a_query_x=images[qi], v2a_neigh_spec=sp[neigh].astype(np.float16))
+    return out
+
+
 def _scores(image_net: nn.Module, image_head: nn.Module, audio_net: nn.Module, audio_head: nn.Module,
             data: dict[str, Any], ecfg: Any, n_cls: int) -> dict[str, Any]:
     from jem.baselines import knn_protocol, linear_protocol
@@ -100,13 +157,16 @@ def _scores(image_net: nn.Module, image_head: nn.Module, audio_net: nn.Module, a
     x = normalise_images(data["test_x"], data["mean"], data["std"], torch.device("cpu"))
     zv = _encode(image_net, x, bs, image_head)
     y = data["test_y"]
-    return {"audio": audio, "xmodal": {"a2v": recall_at(za, zv, y, y), "v2a": recall_at(zv, za, y, y)}}
+    return {"audio": audio, "xmodal": {"a2v": recall_at(za, zv, y, y), "v2a": recall_at(zv, za, y, y)},
+            "_embeddings": (za, zv)}
 
 
 def evaluate_av(prepared: Path, views: Path, encoder_dir: Path, image_net: nn.Module, image_head: nn.Module | None,
-                ecfg: Any, seed: int) -> dict[str, Any]:
+                ecfg: Any, seed: int, audio_cfg: AudioConfig | None = None) -> dict[str, Any]:
     """The audio-visual metrics (module docstring) as a nested dict: ``audio``, ``xmodal``, ``raw``
-    and ``random_init`` (holding ``audio`` and ``xmodal``)."""
+    and ``random_init`` (holding ``audio`` and ``xmodal``), plus ``_report``: the arrays of
+    :func:`report_arrays` (not metrics: the caller saves them), with an augmented view drawn with
+    ``audio_cfg`` (the run's ``augment.audio``) when given."""
     from jem.baselines import knn_protocol
 
     if image_head is None:
@@ -122,6 +182,18 @@ def evaluate_av(prepared: Path, views: Path, encoder_dir: Path, image_net: nn.Mo
     n_cls = int(stats["num_classes"])
     audio_net, audio_head = load_audio_nets(encoder_dir)
     out = _scores(image_net, image_head, audio_net, audio_head, data, ecfg, n_cls)
+    za, zv = out.pop("_embeddings")
+    test_audio = np.load(prepared / "test_audio.npy", mmap_mode="r")
+
+    def view(idx: np.ndarray) -> torch.Tensor:
+        from jem.augment.audio import audio_view
+
+        assert audio_cfg is not None
+        g = torch.Generator().manual_seed(seed)
+        return audio_view(np.asarray(test_audio[idx]), rate, audio_cfg, g)
+
+    report = report_arrays(data["test_spec"], data["test_x"], np.asarray(data["test_y"]), za, zv,
+                           view if audio_cfg is not None else None, seed)
     enc_meta = json.loads((encoder_dir / "encoder.json").read_text())
     torch.manual_seed(seed)
     from jem.models import build_backbone
@@ -131,9 +203,11 @@ def evaluate_av(prepared: Path, views: Path, encoder_dir: Path, image_net: nn.Mo
     rand_audio, rand_audio_head = build_audio_nets(enc_meta["audio"])
     out["random_init"] = _scores(rand_image.eval(), rand_image_head.eval(), rand_audio.eval(), rand_audio_head.eval(),
                                  data, ecfg, n_cls)
+    out["random_init"].pop("_embeddings")
     raw_tr, raw_te = data["train_spec"].mean(dim=3).flatten(1), data["test_spec"].mean(dim=3).flatten(1)  # (N, M)
     out["raw"] = {"audio": {"knn": knn_protocol(raw_tr.numpy(), data["train_y"], raw_te.numpy(), data["test_y"], ecfg,
                                                 n_cls, with_all_k=False)["knn"]}}
+    out["_report"] = report
     return out
 
 

@@ -186,7 +186,7 @@ def _compose(out: Path, params: dict[str, Any], pretrain: dict[str, Any], ev: di
     if len(group) > 1:
         _seeds_section(doc, out, group, knn_k)
     if "xmodal" in ev:
-        _audio_visual_section(doc, ev)
+        _audio_visual_section(doc, ev, out, artefacts)
     _collapse_section(doc, sections)
     _params_section(doc, params, defaults)
     _curves_section(doc, out, live_dir)
@@ -319,8 +319,9 @@ def _provenance_section(doc: Document, root: Path, times_dir: Path | None) -> No
                  "writes one when it succeeds); only the pretraining wall time above is known.")
 
 
-def _audio_visual_section(doc: Document, ev: dict[str, Any]) -> None:
-    """The audio encoder and cross-modal retrieval of an audio-visual method (jem.evaluate.audiovisual)."""
+def _audio_visual_section(doc: Document, ev: dict[str, Any], out: Path, artefacts: Path | None) -> None:
+    """The audio encoder and cross-modal retrieval of an audio-visual method (jem.evaluate.audiovisual):
+    the numbers, and the figures of the evaluate artefacts' ``audiovisual.npz``."""
     doc.heading("Audio and cross-modal retrieval")
     rows = [("audio kNN top-1", ("audio", "knn", "top1"), ("raw", "audio", "knn", "top1")),
             ("audio linear top-1", ("audio", "linear", "top1"), None)]
@@ -332,6 +333,29 @@ def _audio_visual_section(doc: Document, ev: dict[str, Any]) -> None:
     doc.note("Retrieval in the joint embedding (each encoder's head, cosine similarity) over the test pairs: a "
              "query is a hit at k when one of its k nearest items of the other modality shows the same class. "
              "Raw: kNN on the time-averaged log-mel spectrogram.")
+    arrays = _load_npz(artefacts, "audiovisual") if artefacts is not None else None
+    if arrays is None:
+        doc.note("No spectrogram or retrieval arrays (data/eval/audiovisual.npz, written by the evaluate stage): "
+                 "the figures of this section are not available.")
+        return
+    meta = json.loads((artefacts / "meta.json").read_text()) if artefacts and (artefacts / "meta.json").is_file() else {}
+    n_cls = 1 + int(max(arrays["spec_y"].max(), arrays["a2v_neigh_y"].max(), arrays["v2a_neigh_y"].max()))
+    classes = [str(c) for c in meta.get("classes", range(n_cls))]
+    views = arrays.get("spec_view")
+    plots.plot_spectrograms(arrays["spec_x"], arrays["spec_y"], arrays["spec_clean"], views, classes,
+                            out / "spectrograms.png")
+    doc.image("spectrograms.png", "spectrograms", f"{len(arrays['spec_y'])} test pairs: the image (left), the "
+              "standardised log-mel spectrogram of its recording (the un-augmented input of the audio encoder)"
+              + (" and one augmented view of the same recording drawn with this run's `augment.audio` recipe "
+                 "(time shift, gain, noise, SpecAugment masks; drawn for the report, since the view cache holds "
+                 "training recordings only)" if views is not None else "") + ".")
+    plots.plot_xmodal_retrieval(arrays, classes, out / "xmodal_retrieval.png")
+    k = int(arrays["a2v_neigh"].shape[1])
+    hits = {d: float((arrays[f"{d}_neigh_y"] == arrays[f"{d}_query_y"][:, None]).mean()) for d in ("a2v", "v2a")}
+    doc.image("xmodal_retrieval.png", "cross-modal retrieval", f"Cross-modal retrieval on the test pairs in the "
+              f"joint embedding: audio queries and their top-{k} images ({hits['a2v']:.0%} same digit), then image "
+              f"queries and their top-{k} recordings ({hits['v2a']:.0%} same digit); green = same digit, red = "
+              "another digit; the number is the cosine similarity.")
 
 
 def _collapse_section(doc: Document, sections: dict[str, dict[str, Any]]) -> None:

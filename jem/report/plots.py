@@ -230,3 +230,76 @@ def plot_per_class(per_class: pd.DataFrame, out: Path) -> None:
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     _save(fig, out)
+
+
+def _show_spec(ax: Any, spec: np.ndarray, labels: bool = True, lim: tuple[float, float] | None = None) -> Any:
+    """A (mel bins, frames) log-mel spectrogram, low bins at the bottom, colour range ``lim`` (default:
+    its own); axes named when ``labels``."""
+    spec = np.asarray(spec, dtype=np.float32)
+    lo, hi = lim if lim is not None else (float(spec.min()), float(spec.max()))
+    im = ax.imshow(spec, origin="lower", aspect="auto", cmap="magma", interpolation="nearest", vmin=lo, vmax=hi)
+    if labels:
+        ax.set_xlabel("frame", fontsize=7)
+        ax.set_ylabel("mel bin", fontsize=7)
+        ax.tick_params(labelsize=6)
+    else:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return im
+
+
+def plot_spectrograms(images: np.ndarray, labels: np.ndarray, clean: np.ndarray, views: np.ndarray | None,
+                      classes: Sequence[str], out: Path) -> None:
+    """One row per test pair: its image, the clean log-mel spectrogram of its recording and (when
+    given) one augmented view of the recording; the digit named in the titles."""
+    n, cols = len(labels), 2 if views is None else 3
+    fig, axes = plt.subplots(n, cols, figsize=(PAGE_W, 1.9 * n + 0.4), squeeze=False,
+                             gridspec_kw={"width_ratios": [1] + [3] * (cols - 1)}, layout="constrained")
+    for i in range(n):
+        name = classes[int(labels[i])]
+        _show_image(axes[i, 0], images[i])
+        axes[i, 0].set_title(f"paired image: {name}", fontsize=8)
+        both = [np.asarray(clean[i], dtype=np.float32)] + ([] if views is None else [np.asarray(views[i], np.float32)])
+        lim = (min(float(b.min()) for b in both), max(float(b.max()) for b in both))  # one colour bar per row
+        im = _show_spec(axes[i, 1], clean[i], lim=lim)
+        axes[i, 1].set_title(f"recording of digit {name}: log-mel (clean)", fontsize=8)
+        if views is not None:
+            _show_spec(axes[i, 2], views[i], lim=lim)
+            axes[i, 2].set_title(f"digit {name}: one augmented view", fontsize=8)
+        fig.colorbar(im, ax=list(axes[i, 1:]), shrink=0.9, pad=0.01).ax.tick_params(labelsize=6)
+    _save(fig, out)
+
+
+def plot_xmodal_retrieval(arrays: Mapping[str, np.ndarray], classes: Sequence[str], out: Path) -> None:
+    """Cross-modal retrieval pairs: audio queries (spectrogram, black frame) with their top-k test
+    images, then image queries with the spectrograms of their top-k test recordings; a retrieved
+    item is framed green when it shows the query's digit, red otherwise."""
+    qa, qv = len(arrays["a2v_query"]), len(arrays["v2a_query"])
+    k = int(arrays["a2v_neigh"].shape[1])
+    fig = plt.figure(figsize=(PAGE_W, 1.25 * (qa + qv) + 0.9), layout="constrained")
+    subs: Any = fig.subfigures(2, 1, height_ratios=[qa, qv])
+    top, bottom = subs[0], subs[1]
+    for sub, d, q in ((top, "a2v", qa), (bottom, "v2a", qv)):
+        axes = sub.subplots(q, k + 1, squeeze=False, gridspec_kw={"width_ratios": [1.6] + [1] * k})
+        for i in range(q):
+            qy = int(arrays[f"{d}_query_y"][i])
+            ax = axes[i, 0]
+            if d == "a2v":
+                _show_spec(ax, arrays["a2v_query_spec"][i], labels=i == q - 1)
+            else:
+                _show_image(ax, arrays["v2a_query_x"][i])
+            _frame(ax, "black")
+            ax.set_title(f"query: {classes[qy]}", fontsize=7)
+            for j in range(k):
+                ax = axes[i, j + 1]
+                if d == "a2v":
+                    _show_image(ax, arrays["a2v_neigh_x"][i, j])
+                else:
+                    _show_spec(ax, arrays["v2a_neigh_spec"][i, j], labels=False)
+                ny = int(arrays[f"{d}_neigh_y"][i, j])
+                _frame(ax, OK_COLOUR if ny == qy else BAD_COLOUR)
+                ax.set_title(f"#{j + 1}: {classes[ny]} (cos {float(arrays[f'{d}_sim'][i, j]):.2f})", fontsize=6)
+        sub.suptitle(f"audio -> image: query recordings and their top-{k} test images" if d == "a2v" else
+                     f"image -> audio: query images and the log-mel spectrograms of their top-{k} test recordings",
+                     fontsize=9)
+    _save(fig, out)

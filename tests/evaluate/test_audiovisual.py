@@ -67,7 +67,9 @@ def test_evaluate_av_on_a_prepared_set(tmp_path):
     with torch.no_grad():
         assert torch.equal(head(audio(x)), method.audio_projector(method.audio(x)))
     ecfg = cfg.eval
-    m = evaluate_av(prepared, views, enc, load_encoder(enc), load_projector(enc, cfg.method_params), ecfg, 0)
+    m = evaluate_av(prepared, views, enc, load_encoder(enc), load_projector(enc, cfg.method_params), ecfg, 0,
+                    audio_cfg=cfg.augment.audio)
+    _check_report_arrays(m.pop("_report"), prepared, tmp_path)
     flat = flatten(m)
     assert {"audio.knn.top1", "audio.linear.top1", "raw.audio.knn.top1", "random_init.audio.knn.top1",
             "random_init.xmodal.a2v.r1"} <= set(flat)
@@ -82,3 +84,26 @@ def test_evaluate_av_on_a_prepared_set(tmp_path):
     with pytest.raises(DataError, match="audio.safetensors does not match its SHA-256"):
         load_audio_nets(enc)
     assert json.loads((enc / "encoder.json").read_text())["audio"]["width"] == 4
+
+
+def _check_report_arrays(rep: dict[str, np.ndarray], prepared: Path, tmp: Path) -> None:
+    """The report's arrays: test rows, spectrograms of those rows, an augmented view unlike the clean
+    one, labels of the retrieved rows; a few tens of KB on disk."""
+    test_y, test_x = np.load(prepared / "test_y.npy"), np.load(prepared / "test_x.npy")
+    audio = np.load(prepared / "test_audio.npy")
+    idx = rep["spec_idx"]
+    assert len(idx) == 4 and len(set(test_y[idx].tolist())) == 4  # distinct digits
+    assert np.array_equal(rep["spec_y"], test_y[idx]) and np.array_equal(rep["spec_x"], test_x[idx])
+    # clean spectrogram: 40 mel bins, 1 + samples // hop frames, standardised per recording
+    assert rep["spec_clean"].shape == (4, 40, 1 + audio.shape[1] // 128) == rep["spec_view"].shape
+    clean = rep["spec_clean"].astype(np.float64)
+    assert np.allclose(clean.mean(axis=(1, 2)), 0.0, atol=1e-2) and np.allclose(clean.std(axis=(1, 2)), 1.0, atol=1e-2)
+    assert np.abs(rep["spec_view"].astype(np.float64) - clean).mean() > 0.05
+    for d in ("a2v", "v2a"):
+        assert rep[f"{d}_neigh"].shape == (4, 5)
+        assert np.array_equal(rep[f"{d}_neigh_y"], test_y[rep[f"{d}_neigh"]])
+        assert np.array_equal(rep[f"{d}_query_y"], test_y[rep[f"{d}_query"]])
+        assert np.all(np.diff(rep[f"{d}_sim"], axis=1) <= 1e-6)  # best first
+    assert np.array_equal(rep["a2v_neigh_x"], test_x[rep["a2v_neigh"]])
+    np.savez_compressed(tmp / "av.npz", **rep)
+    assert (tmp / "av.npz").stat().st_size < 150_000
