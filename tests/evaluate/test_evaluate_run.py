@@ -71,6 +71,9 @@ def test_evaluate_metrics_collapse_and_artefacts(tmp_path, prepared):
 
     meta = json.loads((art / "meta.json").read_text())
     assert meta["views_source"] == "rendered" and meta["n_test"] == 100
+    # an image-only run: the audio-visual report arrays are not written
+    assert meta["files"] == ["correlation.npz", "predictions.npz", "retrieval.npz", "tsne.npz", "views.npz"]
+    assert sorted(p.name for p in art.iterdir()) == sorted(["meta.json", *meta["files"]])
     with np.load(art / "predictions.npz") as p:
         y = np.load(prepared / "test_y.npy")
         assert np.array_equal(p["y_true"], y)
