@@ -16,6 +16,7 @@ from jem.config import Config, parse_config
 from jem.engine.device import cpu_has_native_bf16
 from jem.engine.sources import CachedViews, DeviceAugment, epoch_shards
 from jem.prepare import channel_stats
+from jem.report.provenance import cpu_model
 
 SYNTHETIC = "cifar-synthetic"  # random CIFAR-shaped images: (50000, 32, 32, 3) uint8
 PADDED = "fashion-mnist-32"  # Fashion-MNIST zero-padded from 28 to 32 px
@@ -102,16 +103,6 @@ def jem_batches(source: CachedViews | DeviceAugment, n_images: int, batch: int, 
             idx = np.sort(shards[i])
             yield source.views(idx, n_global, n_local, view_rng), idx, epoch
         epoch += 1
-
-
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo").read().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def machine(device: torch.device) -> dict[str, Any]:

@@ -4,12 +4,9 @@ in (or recomputing it for an encoder of another architecture)."""
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
-from sklearn.datasets import load_digits
 from sklearn.neighbors import KNeighborsClassifier
 
 from jem.baselines import compute_baselines
@@ -21,21 +18,6 @@ from jem.sections import ModelConfig
 
 ECFG = EvalConfig(knn_k=[5, 20], semi_epochs=0, linear_max_iter=50, batch_size=64)
 MODEL = ModelConfig(backbone="small_cnn", width=8)
-
-
-@pytest.fixture
-def prepared(tmp_path):
-    x, y = load_digits(return_X_y=True)
-    images = np.clip(x * 16, 0, 255).astype(np.uint8).reshape(-1, 8, 8, 1)
-    folder = tmp_path / "prepared"
-    folder.mkdir()
-    arrays = {"train_x": images[:300], "train_y": y[:300], "test_x": images[300:400], "test_y": y[300:400],
-              "subset_1pct": np.arange(0, 300, 30), "subset_10pct": np.arange(0, 300, 3)}
-    for name, arr in arrays.items():
-        np.save(folder / f"{name}.npy", arr)
-    stats = {"classes": [str(i) for i in range(10)], "num_classes": 10, "mean": [0.3], "std": [0.37]}
-    (folder / "stats.json").write_text(json.dumps(stats))
-    return folder
 
 
 def test_keys_arch_and_raw_pixels_match_sklearn(prepared):

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
-from sklearn.datasets import load_digits
 
 from jem.config import AugmentConfig, EvalConfig
 from jem.engine.checkpoint import save_encoder
@@ -22,22 +21,6 @@ from jem.methods import get_method_class, method_names, params_class
 
 ARCH = {"backbone": "small_cnn", "width": 8, "in_channels": 1, "image_size": 8}
 VIT_ARCH = {"backbone": "vit_tiny", "in_channels": 1, "image_size": 8, "patch_size": 2, "depth": 6}
-
-
-@pytest.fixture
-def prepared(tmp_path):
-    x, y = load_digits(return_X_y=True)
-    images = np.clip(x * 16, 0, 255).astype(np.uint8).reshape(-1, 8, 8, 1)
-    folder = tmp_path / "prepared"
-    folder.mkdir()
-    arrays = {"train_x": images[:300], "train_y": y[:300], "test_x": images[300:400], "test_y": y[300:400],
-              "subset_1pct": np.arange(0, 300, 30), "subset_10pct": np.arange(0, 300, 3)}
-    for name, arr in arrays.items():
-        np.save(folder / f"{name}.npy", arr)
-    stats = {"classes": [str(i) for i in range(10)], "num_classes": 10, "mean": [0.3], "std": [0.37],
-             "dataset": "digits"}
-    (folder / "stats.json").write_text(json.dumps(stats))
-    return folder
 
 
 def trained_like(tmp_path, method: str = "vicreg", projector=(32, 16)):
