@@ -88,7 +88,11 @@ def _build_methods(raw: Any) -> dict[str, Any]:
 
 def parse_config(raw: Any) -> Config:
     """Validate a params mapping (as read from params.yaml) into a :class:`Config`."""
+    if isinstance(raw, dict) and isinstance(raw.get("model"), dict) and "weights" in raw["model"]:
+        raise ConfigError(f"model.weights = {raw['model']['weights']!r}: jem never downloads or loads pretrained "
+                          "weights; every backbone starts from random init (remove model.weights)")
     cfg = build(Config, raw, "", {"methods": _build_methods})
+    _check_backbone(cfg.model.backbone, cfg.model.stem)
     specs = method_registry.registry()
     if cfg.method not in specs:
         raise ConfigError(f"method {cfg.method!r} is not registered; choose one of: "
@@ -102,6 +106,23 @@ def parse_config(raw: Any) -> Config:
         raise ConfigError(f"model.mask_ratio = {cfg.model.mask_ratio} needs model.backbone = vit_tiny (patch tokens "
                           f"to mask); {cfg.model.backbone} has none")
     return cfg
+
+
+def _check_backbone(name: str, stem: str) -> None:
+    """``model.backbone`` is one of jem's own or a torchvision classification model; ``model.stem``
+    other than auto only where a stem can be swapped (torchvision ResNet / RegNet models)."""
+    from jem.models import tv
+
+    try:
+        tv.check_name(name, BACKBONES)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if stem != "auto" and name in ("small_cnn", "vit_tiny"):
+        raise ConfigError(f"model.stem = {stem} applies to torchvision ResNet and RegNet backbones, not "
+                          f"{name}; set model.stem = auto")
+    if stem == "cifar" and tv.family(name) == "other":
+        raise ConfigError(f"model.stem = cifar is defined for ResNet and RegNet models, not {name}; set "
+                          "model.stem = imagenet or auto")
 
 
 def _check_cross_field(cfg: Config) -> None:

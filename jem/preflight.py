@@ -113,12 +113,11 @@ def _check_backbone(cfg: Config, sizes: DataSizes) -> None:
 
     from jem.augment.cache import local_size
     from jem.evaluate.semi import flip_and_shift
-    from jem.models import build_backbone
+    from jem.models import backbone_arch, build_backbone
 
-    arch = {"backbone": cfg.model.backbone, "width": cfg.model.width, "in_channels": sizes.channels,
-            "image_size": sizes.image_size}
+    arch = backbone_arch(cfg.model, sizes.channels, sizes.image_size)  # torchvision models: the resolved stem
     if cfg.model.backbone == "vit_tiny":
-        arch.update(depth=1, patch_size=cfg.model.patch_size)  # depth does not change what sizes fit
+        arch.update(depth=1)  # depth does not change what sizes fit
     sides = [sizes.image_size]
     if cfg.augment.multicrop.local_crops:
         sides.append(local_size(cfg.augment, sizes.image_size))

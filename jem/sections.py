@@ -31,7 +31,8 @@ import yaml
 from jem._schema import OPTIMIZERS, knob
 
 DATASETS = ("digits", "fashion-mnist", "cifar10", "cifar100", "stl10", "imagefolder", "av-digits", "avfolder")
-BACKBONES = ("small_cnn", "resnet18", "vit_tiny")
+BACKBONES = ("small_cnn", "resnet18", "vit_tiny")  # jem's own; any torchvision classification model too
+STEMS = ("auto", "imagenet", "cifar")
 PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 
 
@@ -114,7 +115,10 @@ class AugmentConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    backbone: str = knob("small_cnn", choices=BACKBONES)
+    # one of BACKBONES or a torchvision classification model by name (resnet50, regnet_y_400mf, ...), always
+    # with random weights; checked against torchvision's list by jem.config (this module imports no torch)
+    backbone: str = knob("small_cnn")
+    stem: str = knob("auto", choices=STEMS)  # torchvision ResNet/RegNet: cifar = 3x3 stride-1, no max-pool (jem.models.tv)
     width: int = knob(32, lo=4, hi=1024)  # small_cnn base channel count
     projector: list = knob([256, 256], min_len=1, item_lo=1)  # hidden..., output widths
     patch_size: int = knob(0, lo=0, hi=64)  # vit_tiny patch size; 0 -> automatic (8x8 -> 2, 28/32 -> 4)

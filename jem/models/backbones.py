@@ -1,5 +1,6 @@
-"""Encoders ("backbones"): a small CNN for 8x8 to 32x32 inputs, a CIFAR-stem ResNet-18 and a small-patch
-ViT-Tiny (:mod:`jem.models.vit`).
+"""Encoders ("backbones"): a small CNN for 8x8 to 32x32 inputs, a CIFAR-stem ResNet-18, a small-patch
+ViT-Tiny (:mod:`jem.models.vit`) and any torchvision classification model by name, with random
+weights and its classifier removed (:mod:`jem.models.tv`).
 
 A backbone maps (B, C, H, W) float images to (B, D) features; ``D`` is returned next to the
 module by :func:`build_backbone`. The architecture is fully described by a small JSON-able dict
@@ -14,7 +15,10 @@ import torch
 from torch import nn
 from torchvision.models import resnet18
 
+from jem.models.tv import LEGACY_RESNET18, build_torchvision, resolve_stem
+
 ARCH_KEYS = ("backbone", "width", "in_channels", "image_size")
+BUILTIN = ("small_cnn", "resnet18", "vit_tiny")  # jem's own; resnet18 = the CIFAR-stem ResNet-18
 
 
 def _conv_bn(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:
@@ -63,21 +67,26 @@ def backbone_arch(model: Any, in_channels: int, image_size: int) -> dict[str, An
                             "image_size": image_size}
     if model.backbone == "vit_tiny":
         arch.update(depth=model.depth, patch_size=model.patch_size)
+    elif model.backbone not in ("small_cnn", "vit_tiny"):  # torchvision models, resnet18 included
+        stem = resolve_stem(model.backbone, getattr(model, "stem", "auto"), image_size)
+        if model.backbone != LEGACY_RESNET18 or stem != "cifar":
+            arch["stem"] = stem
     return arch
 
 
 def build_backbone(arch: dict[str, Any]) -> tuple[nn.Module, int]:
-    """``arch`` = {"backbone", "width", "in_channels", "image_size"} -> (module, feature dim)."""
+    """``arch`` = {"backbone", "width", "in_channels", "image_size"} (torchvision models: "stem"
+    too; ``resnet18`` without it is the CIFAR-stem ResNet-18) -> (module, feature dim)."""
     name, cin = arch["backbone"], int(arch["in_channels"])
-    if name == "small_cnn":
-        net: nn.Module = SmallCNN(cin, int(arch.get("width", 32)))
-    elif name == "resnet18":
-        net = cifar_resnet18(cin)
+    if name == LEGACY_RESNET18 and arch.get("stem", "cifar") == "cifar":
+        net: nn.Module = cifar_resnet18(cin)
+    elif name == "small_cnn":
+        net = SmallCNN(cin, int(arch.get("width", 32)))
     elif name == "vit_tiny":
         from jem.models.vit import DEPTH, ViT
 
         depth = int(arch.get("depth", 0)) or DEPTH
         net = ViT(cin, int(arch["image_size"]), int(arch.get("patch_size", 0)), depth=depth)
-    else:
-        raise ValueError(f"unknown backbone {name!r}; choose small_cnn, resnet18 or vit_tiny")
+    else:  # a torchvision classification model (jem.models.tv)
+        return build_torchvision(name, cin, str(arch.get("stem", "imagenet")))
     return net, int(net.out_dim)  # type: ignore[arg-type]

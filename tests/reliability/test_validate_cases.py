@@ -22,7 +22,7 @@ CASES = [
     ("out-of-range", {"train.lr": -1.0}, ("train.lr",)),
     ("unknown-method", {"method": "wsme"}, ("wsme",)),
     ("unknown-dataset", {"dataset": "mnist"}, ("mnist",)),
-    ("unknown-backbone", {"model.backbone": "resnet50"}, ("model.backbone",)),
+    ("unknown-backbone", {"model.backbone": "resnet5O"}, ("model.backbone", "did you mean resnet50")),
     ("missing-root", {"dataset": "fashion-mnist", "data.root": "/nonexistent/fmnist"}, ("/nonexistent/fmnist",)),
     ("imagefolder-no-root", {"dataset": "imagefolder"}, ("data.root",)),
     # the machine: workers that a local instance can never fit (hung forever before)
@@ -33,6 +33,7 @@ CASES = [
     # params against the data (each failed after minutes of compute, with a traceback, before)
     ("image-size-1", {"data.image_size": 1}, ("1x1 px", "data.image_size")),
     ("vit-patch", {"model.backbone": "vit_tiny", "data.image_size": 7}, ("vit_tiny", "7x7")),
+    ("torchvision-size", {"model.backbone": "vit_b_16"}, ("model.backbone=vit_b_16", "8x8 px")),
     ("batch-vs-train-set", {"train.batch_size": 5000}, ("train.batch_size=5000", "pretraining images")),
     ("batch-vs-max-train", {"data.max_train": 100}, ("train.batch_size=256", "exceeds the 100 pretraining")),
     ("knn-k-vs-bank", {"data.max_train": 150, "train.batch_size": 64}, ("eval.knn_k", "k = 200 exceeds the kNN bank of")),
