@@ -8,6 +8,7 @@ never the other way round. ``ConfigError`` stays beside the params schema (:mod:
 from __future__ import annotations
 
 import errno
+import signal
 import sys
 from collections.abc import Callable
 from typing import NoReturn
@@ -67,6 +68,22 @@ def _record_stage_time(started: float, wall_s: float) -> None:
         pass
 
 
+# the signals (SIGINT, SIGTERM) this process was stopped by, in order (see note_signal)
+_SIGNALS: list[int] = []
+
+
+def note_signal(signum: int) -> None:
+    """Record that a stopping signal arrived (``jem.engine.session`` handlers do it), so that
+    :func:`run_main` never reports success for an interrupted stage, even when a library caught
+    the KeyboardInterrupt on the way."""
+    _SIGNALS.append(signum)
+
+
+def interrupted_by() -> int | None:
+    """The first stopping signal recorded, or None."""
+    return _SIGNALS[0] if _SIGNALS else None
+
+
 def run_main(main: Callable[[], None]) -> None:
     """Call ``main``; known user errors become one line on stderr and exit code 2, Ctrl-C exit 130.
     A ``stages/*.py`` script that succeeds records its wall time (see :func:`_record_stage_time`)."""
@@ -74,7 +91,15 @@ def run_main(main: Callable[[], None]) -> None:
 
     started, t0 = time.time(), time.perf_counter()
     try:
-        main()
+        try:
+            main()
+        except SystemExit as exc:
+            if exc.code not in (0, None) or interrupted_by() is None:
+                raise
+        if interrupted_by() is not None:  # stopped early although main() returned (or exited 0)
+            if interrupted_by() != signal.SIGINT:
+                raise SystemExit(128 + (interrupted_by() or 0))
+            raise KeyboardInterrupt
         _record_stage_time(started, time.perf_counter() - t0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

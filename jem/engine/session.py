@@ -3,7 +3,9 @@ shut it down.
 
 :func:`ray_session` attaches to ``ray.address`` / ``$RAY_ADDRESS`` (checked with a 2-second TCP
 probe first, so a wrong address is one error line, not minutes of retries), else starts a private
-local instance with the dashboard off; it always shuts down, also on Ctrl-C and SIGTERM.
+local instance with the dashboard off; it always shuts down, also on Ctrl-C and SIGTERM, within
+:data:`SHUTDOWN_TIMEOUT_S`, and no process of a private instance outlives the stage, even after a
+SIGKILL (:mod:`jem.engine.reaper`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from contextlib import contextmanager, nullcontext
 from typing import Any
 
 from jem.config import RayConfig
+from jem.engine import reaper
 from jem.errors import RayUnavailable
 
 # Ray Train V2 workers hand each ray.train.report to a queue of size 1 that the controller empties
@@ -47,22 +50,60 @@ def _check_reachable(address: str, timeout_s: float = 2.0) -> None:
                              "`ray start --head` or fix ray.address / $RAY_ADDRESS") from None
 
 
+# seconds ray.shutdown() may take before the instance's processes are killed and the stage exits
+SHUTDOWN_TIMEOUT_S = 30.0
+
+
 @contextmanager
-def _sigterm_as_exit() -> Iterator[None]:
-    """Turn SIGTERM into SystemExit(143) so ``finally`` blocks (ray.shutdown) run and the
-    process exits with the conventional status."""
+def _signals_as_exit() -> Iterator[None]:
+    """Ctrl-C raises KeyboardInterrupt and SIGTERM SystemExit(143), so ``finally`` blocks
+    (ray.shutdown) run and the process exits with the conventional status; both are recorded
+    (:func:`jem.errors.note_signal`), so a stage that was interrupted never reports success even
+    if a library swallows the exception. A second Ctrl-C or SIGTERM during the shutdown is
+    recorded and ignored: the shutdown is bounded anyway (:func:`_bounded_shutdown`)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    from jem.errors import interrupted_by, note_signal
 
     def handler(signum: int, frame: Any) -> None:
-        raise SystemExit(128 + signum)
+        first = interrupted_by() is None
+        note_signal(signum)
+        if first:
+            raise KeyboardInterrupt if signum == signal.SIGINT else SystemExit(128 + signum)
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, prev in previous.items():
+            signal.signal(sig, prev)
+
+
+def _bounded_shutdown(token: str | None) -> None:
+    """``ray.shutdown()``, at most :data:`SHUTDOWN_TIMEOUT_S` seconds. A Ctrl-C that reached the whole
+    process group also stops the instance's GCS, and the driver's shutdown then waits on it; past
+    the limit the instance's processes are killed (those marked with ``token``) and the process
+    exits at once: 130 / 143 when interrupted, else 1, with one line."""
+    import ray
+
+    from jem.errors import interrupted_by
+
+    def expire() -> None:
+        sig = interrupted_by()
+        print(f"error: Ray did not shut down within {SHUTDOWN_TIMEOUT_S:.0f} s; killed its processes",
+              file=sys.stderr, flush=True)
+        if token:
+            reaper.reap(token)
+        os._exit(128 + sig if sig else 1)
+
+    timer = threading.Timer(SHUTDOWN_TIMEOUT_S, expire)
+    timer.daemon = True
+    timer.start()
+    try:
+        ray.shutdown()
+    finally:
+        timer.cancel()
 
 
 # addresses of the private local instances this process started (and runs now). Their address is
@@ -164,22 +205,48 @@ def ray_session(rcfg: RayConfig) -> Iterator[str]:
     # cleaner, which warns every second when the state API is off (no dashboard)
     kwargs: dict[str, Any] = {"log_to_driver": rcfg.log_to_driver, "logging_level": logging.WARNING,
                               "configure_logging": True, "logging_config": ray.LoggingConfig(log_level="ERROR")}
-    with local if local is not None else nullcontext():
+    token = watcher = None
+    if local is not None:  # mark every process of the instance, and watch for this process's death
+        reaper.reap_orphans()  # what a killed stage (and its killed watcher) left behind
+        token = reaper.owner_token()
+        watcher = reaper.spawn_watcher(token)
+    with local if local is not None else nullcontext(), _marked(token):
         try:
-            if local is None:
-                env = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIXES)}
-                ray.init(address=address, runtime_env={"env_vars": env} if env else None, **kwargs)
-            else:
-                ray.init(address="local", num_cpus=rcfg.num_cpus or None, include_dashboard=rcfg.dashboard,
-                         **kwargs)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise RayUnavailable(f"cannot reach the Ray cluster at {address or 'a new local instance'}: "
-                                 f"{str(exc).strip().splitlines()[0]}") from None
-        try:
-            with _sigterm_as_exit():  # after ray.init, which installs a SIGTERM handler that aborts
-                yield ray.get_runtime_context().gcs_address
+            try:
+                if local is None:
+                    env = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIXES)}
+                    ray.init(address=address, runtime_env={"env_vars": env} if env else None, **kwargs)
+                else:
+                    ray.init(address="local", num_cpus=rcfg.num_cpus or None, include_dashboard=rcfg.dashboard,
+                             **kwargs)
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                raise RayUnavailable(f"cannot reach the Ray cluster at {address or 'a new local instance'}: "
+                                     f"{str(exc).strip().splitlines()[0]}") from None
+            with _signals_as_exit():  # after ray.init, which installs a SIGTERM handler that aborts
+                try:
+                    yield ray.get_runtime_context().gcs_address
+                finally:
+                    _bounded_shutdown(token)
         finally:
-            ray.shutdown()
+            reaper.release_watcher(watcher)  # it ends any straggler of the instance
+
+
+@contextmanager
+def _marked(token: str | None) -> Iterator[None]:
+    """``$JEM_RAY_OWNER`` = ``token`` while a private instance starts and runs (its processes
+    inherit it; see :mod:`jem.engine.reaper`)."""
+    if token is None:
+        yield
+        return
+    saved = os.environ.get(reaper.MARKER)
+    os.environ[reaper.MARKER] = token
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(reaper.MARKER, None)
+        else:
+            os.environ[reaper.MARKER] = saved
 
 
 def check_local_fit(rcfg: RayConfig, workers: int, cpus_per_worker: float, gpus_per_worker: float, what: str,
