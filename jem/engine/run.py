@@ -7,7 +7,8 @@ checkpoints (Ray Train V2 resumes a run whose ``storage_path/name`` already hold
 never another experiment's. Knobs that only change *where* or *how safely* training runs
 (``train.max_failures``, ``train.checkpoint_every``, ``train.cpus_per_worker``, the ``ray``
 section) are left out of the hash, so changing them does not orphan a half-finished run. After a
-successful run the Ray run folder is removed, so a forced re-run trains from scratch.
+successful run the Ray run folder is removed, so a forced re-run trains from scratch; after a failed
+or interrupted one it is kept only if it holds a checkpoint to resume from.
 
 The Ray lifecycle around it (attach or start, always shut down) is :mod:`jem.engine.session`.
 """
@@ -75,6 +76,20 @@ def remove_run(storage: str, name: str) -> None:
         fs.delete_dir(f"{base.rstrip('/')}/{name}")
     except (FileNotFoundError, OSError):
         pass
+
+
+def keep_or_discard(storage: str, name: str) -> str:
+    """After a failed or interrupted run: keep its Ray folder if it holds a checkpoint (re-running with
+    the same params resumes from it), else delete it (nothing there is worth keeping). Returns what
+    happened, for the error line. A URI storage is left as it is."""
+    if "://" in storage:
+        return ""
+    folder = Path(storage) / name
+    checkpoints = sorted(folder.glob("checkpoint_*"))
+    if checkpoints:
+        return f"kept its {len(checkpoints)} checkpoint(s) in {folder}: re-run with the same params to resume; "
+    remove_run(storage, name)
+    return ""
 
 
 def fit(trainer: Any) -> Any:
@@ -176,8 +191,12 @@ def pretrain(cfg: Config, raw_params: dict[str, Any], prepared: Path, views: Pat
         try:
             result = fit(trainer)
         except Exception as exc:  # worker errors arrive wrapped, with their traceback as text
-            raise TrainingFailed(f"pretraining failed: {worker_error_line(exc)} (Ray run {name}; full "
+            kept = keep_or_discard(storage, name)
+            raise TrainingFailed(f"pretraining failed: {worker_error_line(exc)} (Ray run {name}; {kept}full "
                                  f"traceback above)") from None
+        except BaseException:  # Ctrl-C, SIGTERM: the checkpoints stay for the resume
+            keep_or_discard(storage, name)
+            raise
         if result.checkpoint is None or result.return_value is None:
             raise RuntimeError(f"pretraining run {name} finished without a final checkpoint")
         _copy_encoder(result.checkpoint, tmp)

@@ -139,3 +139,25 @@ def test_interrupted_stage_never_reports_success(tmp_path):
                           timeout=120)
     assert proc.stdout.strip() == "done"  # main returned
     assert proc.returncode == 130 and proc.stderr.strip().splitlines()[-1] == "interrupted", proc.stderr
+
+
+def test_failed_run_leaves_no_scratch_folder(data, tmp_path):
+    """A run that fails in its training worker before its first checkpoint (here: a view cache cut
+    short after the stage's own checks) leaves no folder in .jem/ray_results; there is nothing to
+    resume (before: every failed run's folder stayed)."""
+    import shutil
+
+    views = tmp_path / "views"
+    shutil.copytree(data / "views", views)
+    with open(views / "global.npy", "r+b") as f:
+        f.truncate((views / "global.npy").stat().st_size // 2)
+    params = set_dotted(defaults_dict(), {"train.workers": 1, "train.max_failures": 0, "ray.log_to_driver": False})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "stages" / "pretrain.py"), "--params", "params.yaml", "--prepared",
+         str(data / "prepared"), "--views", str(views), "--out", "encoder", "--metrics", "m.json", "--full", "f.json",
+         "--live", "live"], cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0
+    assert "view cache" in proc.stderr.strip().splitlines()[-1], proc.stderr[-2000:]
+    assert (tmp_path / ".jem" / "ray_results").is_dir()  # the run did start
+    assert not list((tmp_path / ".jem" / "ray_results").glob("pretrain-*")), proc.stderr[-2000:]
