@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from jem.io import verify_prepared
 from jem.progress import Steps
 
 SEMI_FRACTIONS = ("1pct", "10pct")
@@ -78,6 +79,7 @@ def compute_baselines(prepared: Path, model: Any, ecfg: Any, seed: int, progress
     from jem.evaluate.features import extract_features
     from jem.evaluate.semi import finetune
 
+    verify_prepared(prepared)
     stats = json.loads((prepared / "stats.json").read_text())
     mean, std, n_cls = stats["mean"], stats["std"], int(stats["num_classes"])
     tx, ty = np.load(prepared / "train_x.npy"), np.load(prepared / "train_y.npy")

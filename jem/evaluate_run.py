@@ -30,6 +30,7 @@ import torch
 
 from jem.baselines import compute_baselines, knn_protocol, linear_protocol
 from jem.config import AugmentConfig, EvalConfig
+from jem.io import verify_prepared
 from jem.progress import Steps
 
 MAX_DIAG_POINTS = 4096  # test rows used for the collapse diagnostics (RankMe is O(N D^2))
@@ -84,6 +85,7 @@ def evaluate(prepared: Path, encoder_dir: Path, ecfg: EvalConfig, seed: int, pro
     from jem.evaluate.semi import finetune
     from jem.export import load_encoder, load_projector
 
+    verify_prepared(prepared)
     stats = json.loads((prepared / "stats.json").read_text())
     mean, std, n_cls = stats["mean"], stats["std"], int(stats["num_classes"])
     tx, ty = np.load(prepared / "train_x.npy"), np.load(prepared / "train_y.npy")

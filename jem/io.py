@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -11,7 +12,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from jem.errors import NoSpace
+from jem.errors import DataError, NoSpace
+
+PREPARED_SUMS = "sha256"  # stats.json key: {file name: SHA-256} of every array the prepare stage wrote
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -75,6 +78,43 @@ def write_json(path: str | Path, data: Any) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)
+
+
+def save_npy(path: str | Path, arr: Any) -> None:
+    """``np.save``, except that a disk that fills up is an ``OSError`` with errno ENOSPC naming
+    ``path`` (numpy's own short-write error carries no errno, so it surfaced as a traceback)."""
+    import numpy as np
+
+    try:
+        np.save(path, arr)
+    except OSError as exc:
+        if exc.errno is not None or shutil.disk_usage(Path(path).parent).free >= arr.nbytes:
+            raise
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from exc
+
+
+def verify_prepared(folder: str | Path) -> None:
+    """One :class:`~jem.errors.DataError` line naming the first array of a prepared folder whose
+    SHA-256 differs from the one the prepare stage recorded in its ``stats.json`` (a bit flip, a
+    truncation, a file changed by hand), or that is missing. A folder whose ``stats.json`` records
+    no sums (written before they were recorded, or by hand) is not checked."""
+    folder = Path(folder)
+    stats_file = folder / "stats.json"
+    if not stats_file.is_file():
+        return  # the callers say "run the prepare stage first"
+    try:
+        sums = json.loads(stats_file.read_text()).get(PREPARED_SUMS) or {}
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        raise DataError(f"{stats_file} is damaged (not a JSON object): re-run the prepare stage "
+                        "(dvc repro -f prepare)") from None
+    for name, digest in sorted(sums.items()):
+        path = folder / name
+        if not path.is_file():
+            raise DataError(f"{path} is missing (listed in {stats_file}): re-run the prepare stage "
+                            "(dvc repro -f prepare)")
+        if sha256_file(path) != digest:
+            raise DataError(f"{path} does not match the SHA-256 recorded in {stats_file} (damaged or changed "
+                            "since it was prepared): re-run the prepare stage (dvc repro -f prepare)")
 
 
 @contextmanager

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from jem.io import write_json
+from jem.io import PREPARED_SUMS, check_free_space, save_npy, sha256_file, write_json
 from jem.sections import BaseConfig
 
 
@@ -50,7 +50,8 @@ def channel_stats(images: np.ndarray, chunk: int = 8192) -> tuple[list[float], l
 
 def prepare(cfg: BaseConfig, out: Path) -> dict[str, Any]:
     """Load ``cfg.dataset``, carve the validation split out of its training split, apply
-    ``data.max_*`` subsampling, write arrays + subsets + stats.
+    ``data.max_*`` subsampling, write arrays + subsets + stats (with the SHA-256 of every array,
+    after a free-space check).
 
     Three disjoint splits: ``train_*`` (pretraining images when there is no unlabelled set, the
     kNN bank and the linear probe's training set), ``val_*`` (``data.val_fraction`` of the official
@@ -87,22 +88,31 @@ def prepare(cfg: BaseConfig, out: Path) -> dict[str, Any]:
         test_x, test_y = test_x[keep], test_y[keep]
         test_a = None if test_a is None else test_a[keep]
     pretrain_x = ds.unlabelled_x if (d.use_unlabelled and ds.unlabelled_x is not None) else train_x
-    for name, arr in (("train_x", train_x), ("train_y", train_y), ("val_x", val_x), ("val_y", val_y),
-                      ("test_x", test_x), ("test_y", test_y),
-                      ("subset_1pct", stratified_subset(train_y, 0.01, cfg.seed)),
-                      ("subset_10pct", stratified_subset(train_y, 0.10, cfg.seed))):
-        np.save(out / f"{name}.npy", np.ascontiguousarray(arr))
+    arrays = {"train_x": train_x, "train_y": train_y, "val_x": val_x, "val_y": val_y, "test_x": test_x,
+              "test_y": test_y, "subset_1pct": stratified_subset(train_y, 0.01, cfg.seed),
+              "subset_10pct": stratified_subset(train_y, 0.10, cfg.seed)}
     if pretrain_x is not train_x:
-        np.save(out / "pretrain_x.npy", np.ascontiguousarray(pretrain_x))
+        arrays["pretrain_x"] = pretrain_x
     if train_a is not None and val_a is not None and test_a is not None:  # row i pairs with image i
-        for name, arr in (("train_audio", train_a), ("val_audio", val_a), ("test_audio", test_a)):
-            np.save(out / f"{name}.npy", np.ascontiguousarray(arr))
+        arrays.update(train_audio=train_a, val_audio=val_a, test_audio=test_a)
+    # the arrays, a .npy header each (at most 4 KiB) and stats.json: one line before anything is written
+    check_free_space(out, sum(a.nbytes for a in arrays.values()) + 4096 * (len(arrays) + 1), "the prepared arrays")
+    for name, arr in arrays.items():
+        save_npy(out / f"{name}.npy", np.ascontiguousarray(arr))
     mean, std = channel_stats(pretrain_x)
     stats = {"dataset": cfg.dataset, "classes": list(ds.classes), "num_classes": len(ds.classes),
              "image_size": int(train_x.shape[1]), "channels": int(train_x.shape[3]), "mean": mean, "std": std,
              "n_train": len(train_y), "n_val": len(val_y), "n_test": len(test_y), "n_pretrain": len(pretrain_x)}
+    notes = list(ds.notes)
+    for key, asked, got in (("max_train", d.max_train, len(train_y)), ("max_test", d.max_test, len(test_y))):
+        if asked and asked != got:  # the stratified subsample rounds per class
+            notes.append(f"data.{key} = {asked} gives {got} images (rounded per class)")
+    if notes:  # what was changed from what the files or params say (rule 2 of docs/reliability.md)
+        stats["notes"] = notes
     if n_groups:
         stats["n_groups"] = n_groups
+    # every reader checks these (jem.io.verify_prepared): a damaged array is one line naming it
+    stats[PREPARED_SUMS] = {f"{name}.npy": sha256_file(out / f"{name}.npy") for name in arrays}
     if train_a is not None:
         stats["audio"] = {"sample_rate": ds.sample_rate, "samples": int(train_a.shape[1])}
     write_json(out / "stats.json", stats)

@@ -17,7 +17,9 @@ def main() -> None:
     import numpy as np
 
     from jem.augment.cache import build_view_cache
+    from jem.io import verify_prepared
 
+    verify_prepared(args.prepared)
     src = args.prepared / "pretrain_x.npy"
     if not src.exists():
         src = args.prepared / "train_x.npy"

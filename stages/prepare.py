@@ -26,6 +26,8 @@ def main() -> None:
           f"{stats['image_size']}x{stats['image_size']}x{stats['channels']}, {stats['num_classes']} classes"
           + (f"; groups kept whole ({stats['n_groups']['train']} train / {stats['n_groups']['val']} validation)"
              if "n_groups" in stats else ""))
+    for note in stats.get("notes", []):
+        print(f"note: {note} (recorded in {args.out / 'stats.json'})")
 
 
 if __name__ == "__main__":

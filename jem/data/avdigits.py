@@ -141,18 +141,19 @@ def check_avfolder(root: str) -> int:
 
 def load_avfolder(root: str, image_size: int, test_fraction: float, seed: int, channels: int = 0) -> Dataset:
     """Every (image, recording) pair of a paired folder, split stratified by ``test_fraction``."""
-    from jem.data.imagefolder import DEFAULT_SIZE, _decode
+    from jem.data.imagefolder import DEFAULT_SIZE, _decode, high_depth_notes
 
     classes, images, wavs, y = _paired_index(root)
     rate = wav_header(wavs[0])[2]
     audio = [read_wav(p, rate) for p in wavs]
     length = max(len(a) for a in audio)
     size = image_size or DEFAULT_SIZE
-    decoded = [_decode(p, size, {1: "L", 3: "RGB"}.get(channels)) for p in images]
+    high: dict[str, int] = {}
+    decoded = [_decode(p, size, {1: "L", 3: "RGB"}.get(channels), high) for p in images]
     x = np.stack([np.broadcast_to(img, (size, size, channels or 3)) for img, _ in decoded])
     if channels == 0 and all(grey for _, grey in decoded):
         x = np.ascontiguousarray(x[..., :1])
     a = np.stack([fit_length(s, length) for s in audio])
     tr, te = stratified_split(y, test_fraction, seed)
     return Dataset(train_x=x[tr], train_y=y[tr], test_x=x[te], test_y=y[te], classes=classes,
-                   train_audio=a[tr], test_audio=a[te], sample_rate=rate)
+                   train_audio=a[tr], test_audio=a[te], sample_rate=rate, notes=high_depth_notes(high, len(images)))

@@ -8,7 +8,7 @@ rest of the pipeline never needs to know which on-disk format an array came from
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image
@@ -32,6 +32,8 @@ class Dataset:
     each training image, so the validation split can keep groups whole too.
     ``train_audio``/``test_audio`` are only set for the audio-visual sets (``av-digits``,
     ``avfolder``): int16 mono samples ``(N, T)`` at ``sample_rate`` Hz, row ``i`` paired with image ``i``.
+    ``notes`` are one-line statements of what the reader changed in the files' values (the prepare
+    stage records them in ``stats.json``).
     """
 
     train_x: np.ndarray  # uint8 (N, H, W, C)
@@ -44,6 +46,7 @@ class Dataset:
     train_audio: np.ndarray | None = None  # int16 (N, T)
     test_audio: np.ndarray | None = None  # int16 (M, T)
     sample_rate: int = 0
+    notes: list[str] = field(default_factory=list)  # what the reader changed (e.g. 16-bit files scaled)
 
 
 def resize_images(x: np.ndarray, size: int, desc: str = "resize") -> np.ndarray:

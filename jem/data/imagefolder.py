@@ -7,6 +7,10 @@ Channels (``data.channels``): 1 converts every image to greyscale (PIL mode ``L`
 keeps what the files are: one channel when every file is stored greyscale (PIL modes 1, L, LA, I,
 I;16, F; palette and colour files count as colour), else three (greyscale files replicated).
 
+Bit depth: 16-bit greyscale files (PNG, TIFF) are scaled to 8 bits as ``round(value / 257)``, and
+the count per PIL mode becomes a note in ``Dataset.notes`` (the prepare stage records it in
+``stats.json``). PIL's own conversion clipped them at 255 (nearly white images) without a word.
+
 Group-aware split (``data.group_regex``): the first capture group of the regex, searched in each
 file's path relative to ``root`` (``/``-separated, class folder included), names the file's group
 (the source it was made from: one font, one video, one object). A group never straddles the
@@ -31,6 +35,7 @@ from jem.progress import progress as bar
 EXTENSIONS = (".png", ".jpg", ".jpeg")
 DEFAULT_SIZE = 32
 GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
+HIGH_DEPTH_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
 MIN_PER_CLASS = 3  # one image each for train, validation and test
 _PROGRESS_MIN = 2000
 _HOW = "set data.root to a folder with one sub-folder of PNG/JPEG images per class"
@@ -184,13 +189,27 @@ def read_image(path: str, size: int, channels: int = 3) -> np.ndarray:
     return _decode(path, size, "L" if channels == 1 else "RGB")[0]
 
 
-def _decode(path: str, size: int, mode: str | None) -> tuple[np.ndarray, bool]:
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """A 16-bit greyscale image (PIL modes ``I;16*``, or ``I``, which is how PIL opens 16-bit PNG
+    files) as 8-bit ``L``, scaled as round(value / 257), so 65535 -> 255. PIL's own conversion clips
+    at 255 instead: every value above 255 became white."""
+    a = np.asarray(img).astype(np.int64)
+    return Image.fromarray(((a + 128) // 257).astype(np.uint8), "L")
+
+
+def _decode(path: str, size: int, mode: str | None, high: dict[str, int] | None = None) -> tuple[np.ndarray, bool]:
     """(uint8 ``(size, size, C)`` image, whether the file is stored greyscale); ``mode`` None picks
-    ``L`` for greyscale files and ``RGB`` for the rest."""
+    ``L`` for greyscale files and ``RGB`` for the rest. A high-bit-depth file is scaled to 8 bits
+    (:func:`_to_8bit`) and counted per PIL mode in ``high``."""
     try:
         with Image.open(path) as img:
             grey = img.mode in GREY_MODES
-            out = img.convert(mode or ("L" if grey else "RGB"))
+            src: Image.Image = img
+            if img.mode in HIGH_DEPTH_MODES:
+                if high is not None:
+                    high[img.mode] = high.get(img.mode, 0) + 1
+                src = _to_8bit(img)
+            out = src.convert(mode or ("L" if grey else "RGB"))
             if out.size != (size, size):
                 out = out.resize((size, size), BILINEAR)
             arr = np.asarray(out, dtype=np.uint8)
@@ -212,13 +231,20 @@ def load_imagefolder(root: str, image_size: int, test_fraction: float, seed: int
     mode = {1: "L", 3: "RGB"}.get(channels)
     x = np.empty((len(paths), size, size, channels or 3), dtype=np.uint8)
     all_grey = True
+    high: dict[str, int] = {}
     for i, path in enumerate(bar(paths, desc="imagefolder", disable=len(paths) <= _PROGRESS_MIN)):
-        img, grey = _decode(path, size, mode)
+        img, grey = _decode(path, size, mode, high)
         x[i] = img  # a one-channel image broadcasts to three when channels is 0
         all_grey &= grey
     if channels == 0 and all_grey:
         x = np.ascontiguousarray(x[..., :1])
     return Dataset(
         train_x=x[train_idx], train_y=y[train_idx], test_x=x[test_idx], test_y=y[test_idx], classes=classes,
-        train_groups=None if groups is None else groups[train_idx],
+        train_groups=None if groups is None else groups[train_idx], notes=high_depth_notes(high, len(paths)),
     )
+
+
+def high_depth_notes(high: dict[str, int], total: int) -> list[str]:
+    """One note per PIL mode of the 16-bit files that :func:`_decode` scaled to 8 bits."""
+    return [f"{n} of {total} images are 16-bit (PIL mode {m}); scaled to 8 bits as round(value / 257)"
+            for m, n in sorted(high.items())]

@@ -1,7 +1,8 @@
 """Training checkpoints and the exported encoder, and how they travel through Ray Train.
 
 A checkpoint folder holds ``state.pt`` (method state dict, optimizer state, epochs done, per-epoch
-history); loaded with ``weights_only=True``. The final one also holds the exported encoder:
+history) and its SHA-256 in ``state.pt.sha256``; on resume it is checked against the sum, then
+loaded with ``weights_only=True``. The final one also holds the exported encoder:
 ``encoder.safetensors`` (the backbone's tensors) plus ``encoder.json`` (its architecture),
 loadable without pickle by :func:`jem.export.load_encoder`.
 
@@ -13,6 +14,7 @@ folder. A (re)started worker group resumes from the last checkpoint Ray's contro
 from __future__ import annotations
 
 import json
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -21,19 +23,38 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from jem.errors import DataError
 from jem.io import sha256_file
+
+STATE, STATE_SUM = "state.pt", "state.pt.sha256"
 
 
 def save_state(folder: Path, method: nn.Module, optimizer: torch.optim.Optimizer, epochs_done: int,
                history: list[dict[str, float]]) -> None:
+    """Write ``state.pt`` and, beside it, ``state.pt.sha256`` (its SHA-256, checked on resume)."""
     torch.save({"model": method.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epochs_done,
-                "history": history}, folder / "state.pt")
+                "history": history}, folder / STATE)
+    (folder / STATE_SUM).write_text(sha256_file(folder / STATE) + "\n")
+
+
+def verify_state(folder: Path) -> None:
+    """:class:`~jem.errors.DataError` naming ``state.pt`` when its SHA-256 differs from the one
+    :func:`save_state` recorded (a checkpoint written before sums were recorded is not checked)."""
+    path, record = folder / STATE, folder / STATE_SUM
+    if record.is_file() and sha256_file(path) != record.read_text().strip():
+        raise DataError(f"training checkpoint {path} does not match its recorded SHA-256 (damaged): remove its "
+                        "run folder under .jem/ray_results to start the run over")
 
 
 def load_state(folder: Path, method: nn.Module, optimizer: torch.optim.Optimizer
                ) -> tuple[int, list[dict[str, float]]]:
-    """Restore in place; returns (epochs done, history)."""
-    state = torch.load(folder / "state.pt", map_location="cpu", weights_only=True)
+    """Restore in place after :func:`verify_state`; returns (epochs done, history)."""
+    verify_state(folder)
+    try:
+        state = torch.load(folder / STATE, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+        raise DataError(f"training checkpoint {folder / STATE} cannot be read ({str(exc).splitlines()[0]}): "
+                        "remove its run folder under .jem/ray_results to start the run over") from None
     method.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     return int(state["epoch"]), list(state["history"])

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from jem.config import parse_config
+from jem.io import verify_prepared
 from jem.sweep.leaderboard import fmt, leaderboard
 from jem.sweep.space import Dim, SweepConfig, TrialResources, count_trials, max_epochs, relevant, set_dotted, sweep_name
 
@@ -172,6 +173,7 @@ def run_sweep(scfg: SweepConfig, trial_base: dict, dims: list[Dim], prepared: Pa
     from jem.engine.run import data_fingerprint, remove_run
     from jem.engine.session import check_resources
 
+    verify_prepared(prepared)
     t = scfg.trial
     if local:
         check_resources(t.workers, t.cpus_per_worker, t.gpus_per_worker, "one sweep trial", "sweep.trial")
