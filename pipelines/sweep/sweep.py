@@ -34,6 +34,7 @@ def main() -> None:
     for p in (args.prepared / "stats.json", args.prepared / "val_x.npy", args.views / "meta.json"):
         if not p.exists():
             raise FileNotFoundError(f"{p} not found: run the main pipeline's prepare and augment stages first")
+    from jem.engine.address import check_attached_fit
     from jem.engine.run import resolve_storage
     from jem.engine.session import cluster_address, ray_session
     from jem.sweep.leaderboard import write_results
@@ -43,6 +44,9 @@ def main() -> None:
     storage = resolve_storage(cfg.ray.storage, root)
     t0 = time.perf_counter()
     with ray_session(cfg.ray):
+        t = scfg.trial  # RAY_ADDRESS=auto: a busy instance on this machine must fit one trial within $JEM_RAY_WAIT_S
+        check_attached_fit(cluster_address(cfg.ray), t.workers, t.cpus_per_worker, t.gpus_per_worker,
+                           "one sweep trial", "sweep.trial")
         rows = run_sweep(scfg, trial_base, dims, args.prepared, args.views, storage,
                          local=not cluster_address(cfg.ray))
     best_path = os.path.relpath((args.out / "best_params.yaml").resolve(), root.resolve())
