@@ -1,6 +1,6 @@
 """A short real pretraining through the pipeline's own library steps, in this process (no DVC, no
 Ray): prepare, the view cache, the engine's ``setup``/``run_epoch``, and the kNN protocol on the
-test split for the trained encoder and for the same seeded encoder before training (random init)."""
+test (or validation) split for the trained encoder and for the same seeded encoder before training (random init)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ class _Quiet:
         pass
 
 
-def pretrain_and_knn(raw: dict[str, Any], work: Path) -> dict[str, float]:
+def pretrain_and_knn(raw: dict[str, Any], work: Path, split: str = "test") -> dict[str, float]:
+    """kNN on ``split`` ("test", or "val" for anything that tunes) of the trained and the random-init encoder."""
     from jem.augment.cache import build_view_cache
     from jem.baselines import knn_protocol
     from jem.config import parse_config
@@ -37,12 +38,12 @@ def pretrain_and_knn(raw: dict[str, Any], work: Path) -> dict[str, float]:
     def knn(backbone: torch.nn.Module) -> float:
         backbone.eval()
 
-        def feats(split: str) -> np.ndarray:
-            return extract_features(backbone, np.load(prepared / f"{split}_x.npy"), stats["mean"], stats["std"], 256,
+        def feats(name: str) -> np.ndarray:
+            return extract_features(backbone, np.load(prepared / f"{name}_x.npy"), stats["mean"], stats["std"], 256,
                                     progress=False)
 
-        out = knn_protocol(feats("train"), np.load(prepared / "train_y.npy"), feats("test"),
-                           np.load(prepared / "test_y.npy"), cfg.eval, int(stats["num_classes"]), with_all_k=False)
+        out = knn_protocol(feats("train"), np.load(prepared / "train_y.npy"), feats(split),
+                           np.load(prepared / f"{split}_y.npy"), cfg.eval, int(stats["num_classes"]), with_all_k=False)
         return float(out["knn"]["top1"])
 
     t0 = time.perf_counter()
