@@ -130,3 +130,26 @@ def test_without_rotation_the_super_class_is_the_super_cluster():
     m.loss = _Capture()
     m([torch.randn(2, 1, 8, 8)], StepContext(0, 0, 1, 1, indices=torch.tensor([2, 0])))
     assert m.loss.y.tolist() == [1, 2] and m.loss.z.tolist() == [9, 5]
+
+
+def _dc_labels(rank, world):
+    """Hierarchical pseudo-labels of 43 images (uneven shards) under this process group."""
+    params = parse_config({"method": "deepercluster",
+                           "methods": {"deepercluster": {"super_clusters": 3, "sub_clusters": 4}}}).method_params
+    torch.manual_seed(0)
+    from jem.methods import get_method_class
+
+    arch = {"backbone": "small_cnn", "width": 4, "in_channels": 1, "image_size": 8}
+    m = get_method_class("deepercluster")(arch, [16, 8], params)
+    images = np.random.default_rng(0).integers(0, 256, (43, 8, 8, 1), dtype=np.uint8)
+    m.on_epoch_start(EpochData(0, images, [0.5], [0.25], torch.device("cpu")))
+    return m.super_labels, m.sub_labels
+
+
+def test_pseudo_labels_identical_on_two_gloo_workers_and_equal_to_one_process():
+    from dist_harness import run_workers
+
+    ref_sup, ref_sub = _dc_labels(0, 1)
+    assert len(torch.unique(ref_sup)) == 3 and len(torch.unique(ref_sub)) > 1
+    for sup, sub in run_workers(_dc_labels, 2):
+        assert torch.equal(sup, ref_sup) and torch.equal(sub, ref_sub)
