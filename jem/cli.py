@@ -45,8 +45,14 @@ def _cmd_info(args: argparse.Namespace) -> None:
     files = {name: next((p for p in (root / "metrics" / f"{name}-full.json", root / "metrics" / f"{name}.json")
                          if p.is_file()), None) for name in ("pretrain", "eval")}
     pre, ev = (_read_json(p) if p is not None else None for p in files.values())
+    notes = _staleness(root, pre, ev)
     if pre is None and ev is None:
+        if notes:  # a failed or killed run: say so rather than just "no metrics"
+            for note in notes:
+                print(f"note: {note}")
         raise FileNotFoundError(f"no metrics under {root / 'metrics'}: run `dvc repro` first")
+    for note in notes:
+        print(f"note: {note}")
     if args.all:
         for name, data in (("pretrain", pre), ("eval", ev)):
             if data is not None:
@@ -84,6 +90,33 @@ def _cmd_info(args: argparse.Namespace) -> None:
     for rel in ("reports/report.html", "reports/report.md"):
         if (root / rel).is_file():
             print(f"report: {root / rel}")
+
+
+def _staleness(root: Path, pre: dict[str, Any] | None, ev: dict[str, Any] | None) -> list[str]:
+    """Lines saying when what ``jem info`` shows is not from the last run, or is missing."""
+    from jem.lastgood import status
+
+    notes = [line for stage in ("pretrain", "evaluate", "report") if (line := status(stage, root))]
+    if pre is None and ev is not None:
+        notes.append("metrics/pretrain.json is missing: the evaluation below has no pretraining record beside it")
+    encoder = _read_json(root / "models" / "encoder" / "encoder.json")
+    evaluated = (ev or {}).get("encoder_sha256")
+    if ev is not None and encoder is None:
+        notes.append("models/encoder is missing: the evaluation below is of an encoder that is no longer there")
+    elif evaluated and encoder is not None and encoder.get("sha256", {}).get("encoder.safetensors") != evaluated:
+        notes.append("metrics/eval.json was computed for another encoder than models/encoder (stale): "
+                     "`dvc repro evaluate` brings it up to date")
+    return notes
+
+
+def _cmd_restore(args: argparse.Namespace) -> None:
+    from jem.lastgood import restore_all
+
+    restored = restore_all(Path(args.root), args.stages)
+    for stage, paths in restored.items():
+        print(f"{stage}: " + (f"put back {', '.join(paths)}" if paths else "no last good copy kept"))
+    if not any(restored.values()):
+        raise FileNotFoundError(f"nothing to restore under {Path(args.root) / '.jem' / 'last-good'}")
 
 
 def _cmd_compare(args: argparse.Namespace) -> None:
@@ -137,6 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true",
                    help="print every key of metrics/pretrain-full.json and metrics/eval-full.json instead")
     p.set_defaults(func=_cmd_info)
+    p = sub.add_parser("restore", help="put back the metrics, curves and report of each stage's last good run "
+                       "(after a run that was killed before it could do so itself; see docs/reliability.md)")
+    p.add_argument("stages", nargs="*", default=["pretrain", "evaluate", "report"])
+    p.add_argument("--root", default=".")
+    p.set_defaults(func=_cmd_restore)
     p = sub.add_parser("compare", help="all DVC experiments side by side (dvc exp show): markdown table + bar chart")
     p.add_argument("--repo", default=".", help="the DVC repo (default: .)")
     p.add_argument("--out", default="compare", help="folder for compare.md, compare.csv, compare.png")

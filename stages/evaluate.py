@@ -12,6 +12,7 @@ from pathlib import Path
 
 from jem.config import load_config
 from jem.errors import run_main
+from jem.lastgood import keep_last_good
 
 # what `dvc exp show` lists for every run; eval-full.json has every key
 METRICS = ("knn.top1", "linear.top1", "semi_1pct.top1", "semi_10pct.top1", "collapse.collapsed",
@@ -35,22 +36,27 @@ def main() -> None:
     ap.add_argument("--full", type=Path, default=Path("metrics/eval-full.json"))
     ap.add_argument("--artefacts", type=Path, default=Path("data/eval"))
     args = ap.parse_args()
-    cfg = load_config(args.params)
-    for p in (args.prepared / "stats.json", args.encoder / "encoder.json", args.baselines):
-        if not p.exists():
-            raise FileNotFoundError(f"{p} not found: run the prepare, baselines and pretrain stages first")
-    from jem.evaluate_run import evaluate
-    from jem.io import pick, write_json
+    # a failure puts back the outputs of the last good run (DVC deleted them before running)
+    with keep_last_good("evaluate", [args.out, args.full]):
+        cfg = load_config(args.params)
+        for p in (args.prepared / "stats.json", args.encoder / "encoder.json", args.baselines):
+            if not p.exists():
+                raise FileNotFoundError(f"{p} not found: run the prepare, baselines and pretrain stages first")
+        from jem.evaluate_run import evaluate
+        from jem.io import pick, write_json
 
-    metrics = evaluate(args.prepared, args.encoder, cfg.eval, cfg.seed, artefacts=args.artefacts, views=args.views,
-                       augment=cfg.augment, method_params=cfg.method_params,
-                       baselines=json.loads(args.baselines.read_text()))
-    write_json(args.full, metrics)
-    write_json(args.out, pick(metrics, METRICS))
-    col = metrics["collapse"]
-    print(f"kNN top-1 {metrics['knn']['top1']:.4f} (random init {metrics['random_init']['knn']['top1']:.4f}, "
-          f"pixels {metrics['pixels']['knn']['top1']:.4f}); linear top-1 {metrics['linear']['top1']:.4f}; "
-          f"RankMe {col['backbone']['rankme']:.1f}" + ("; WARNING: collapsed" if col["collapsed"] else ""))
+        metrics = evaluate(args.prepared, args.encoder, cfg.eval, cfg.seed, artefacts=args.artefacts, views=args.views,
+                           augment=cfg.augment, method_params=cfg.method_params,
+                           baselines=json.loads(args.baselines.read_text()))
+        # which encoder these numbers are for: `jem info` compares it with models/encoder
+        recorded = json.loads((args.encoder / "encoder.json").read_text()).get("sha256", {})
+        metrics["encoder_sha256"] = recorded.get("encoder.safetensors")
+        write_json(args.full, metrics)
+        write_json(args.out, pick(metrics, METRICS))
+        col = metrics["collapse"]
+        print(f"kNN top-1 {metrics['knn']['top1']:.4f} (random init {metrics['random_init']['knn']['top1']:.4f}, "
+              f"pixels {metrics['pixels']['knn']['top1']:.4f}); linear top-1 {metrics['linear']['top1']:.4f}; "
+              f"RankMe {col['backbone']['rankme']:.1f}" + ("; WARNING: collapsed" if col["collapsed"] else ""))
 
 
 if __name__ == "__main__":

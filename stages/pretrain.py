@@ -14,6 +14,7 @@ import yaml
 
 from jem.config import load_config
 from jem.errors import run_main
+from jem.lastgood import keep_last_good
 
 # what `dvc exp show` lists for every run: results and the run facts worth comparing
 METRICS = ("epochs", "final_loss", "views_per_s", "wall_s", "effective_lr", "effective_batch")
@@ -29,25 +30,27 @@ def main() -> None:
     ap.add_argument("--full", type=Path, default=Path("metrics/pretrain-full.json"))
     ap.add_argument("--live", type=Path, default=Path("dvclive/pretrain"))
     args = ap.parse_args()
-    cfg = load_config(args.params)
-    raw = yaml.safe_load(Path(args.params).read_text())
-    # the validation split feeds the online monitor; the test split is never read here
-    for p in (args.prepared / "stats.json", args.prepared / "val_x.npy", args.views / "meta.json"):
-        if not p.exists():
-            raise FileNotFoundError(f"{p} not found: run the prepare and augment stages first")
-    from jem.engine.run import pretrain, resolve_storage
-    from jem.io import pick, write_json
+    # a failure puts back the outputs of the last good run (DVC deleted them before running)
+    with keep_last_good("pretrain", [args.metrics, args.full, args.live, args.out]):
+        cfg = load_config(args.params)
+        raw = yaml.safe_load(Path(args.params).read_text())
+        # the validation split feeds the online monitor; the test split is never read here
+        for p in (args.prepared / "stats.json", args.prepared / "val_x.npy", args.views / "meta.json"):
+            if not p.exists():
+                raise FileNotFoundError(f"{p} not found: run the prepare and augment stages first")
+        from jem.engine.run import pretrain, resolve_storage
+        from jem.io import pick, write_json
 
-    storage = resolve_storage(cfg.ray.storage, Path(os.environ.get("DVC_ROOT", ".")))
-    t0 = time.perf_counter()
-    summary = pretrain(cfg, raw, args.prepared, args.views, args.out, args.live, storage)
-    summary["wall_s"] = time.perf_counter() - t0
-    write_json(args.full, summary)
-    write_json(args.metrics, pick(summary, METRICS))
-    resumed = f", resumed at epoch {summary['start_epoch']}" if summary["start_epoch"] else ""
-    print(f"pretrained {cfg.method}: final loss {summary['final_loss']:.4f}, {summary['workers']} worker(s), "
-          f"effective batch {summary['effective_batch']}, {summary['views_per_s']:.0f} views/s, "
-          f"{summary['wall_s']:.0f} s{resumed}")
+        storage = resolve_storage(cfg.ray.storage, Path(os.environ.get("DVC_ROOT", ".")))
+        t0 = time.perf_counter()
+        summary = pretrain(cfg, raw, args.prepared, args.views, args.out, args.live, storage)
+        summary["wall_s"] = time.perf_counter() - t0
+        write_json(args.full, summary)
+        write_json(args.metrics, pick(summary, METRICS))
+        resumed = f", resumed at epoch {summary['start_epoch']}" if summary["start_epoch"] else ""
+        print(f"pretrained {cfg.method}: final loss {summary['final_loss']:.4f}, {summary['workers']} worker(s), "
+              f"effective batch {summary['effective_batch']}, {summary['views_per_s']:.0f} views/s, "
+              f"{summary['wall_s']:.0f} s{resumed}")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from jem.errors import run_main
+from jem.lastgood import keep_last_good
 
 
 def main() -> None:
@@ -30,20 +31,22 @@ def main() -> None:
                     help="other runs of this experiment (other seeds): run folders holding params.yaml and "
                          "metrics/*.json, or files written by `dvc exp show --json`; repeatable")
     args = ap.parse_args()
-    for p in (args.pretrain, args.eval):
-        if not p.exists():
-            raise FileNotFoundError(f"{p} not found: run the pretrain and evaluate stages first")
-    from jem.errors import STAGE_TIMES
-    from jem.report.build import build_report
-    from jem.report.seeds import load_runs
+    # a failure puts back the outputs of the last good run (DVC deleted them before running)
+    with keep_last_good("report", [args.out]):
+        for p in (args.pretrain, args.eval):
+            if not p.exists():
+                raise FileNotFoundError(f"{p} not found: run the pretrain and evaluate stages first")
+        from jem.errors import STAGE_TIMES
+        from jem.report.build import build_report
+        from jem.report.seeds import load_runs
 
-    runs = load_runs(args.runs)  # a pattern that matches nothing fails here, before any drawing
-    root = Path(os.environ.get("DVC_ROOT") or ".")
-    params = yaml.safe_load(Path(args.params).read_text())
-    path = build_report(args.out, params, json.loads(args.pretrain.read_text()),
-                        json.loads(args.eval.read_text()), args.live, args.artefacts,
-                        times_dir=args.times or root / STAGE_TIMES, root=root, runs=runs)
-    print(f"report written to {path} and {path.with_suffix('.html')}")
+        runs = load_runs(args.runs)  # a pattern that matches nothing fails here, before any drawing
+        root = Path(os.environ.get("DVC_ROOT") or ".")
+        params = yaml.safe_load(Path(args.params).read_text())
+        path = build_report(args.out, params, json.loads(args.pretrain.read_text()),
+                            json.loads(args.eval.read_text()), args.live, args.artefacts,
+                            times_dir=args.times or root / STAGE_TIMES, root=root, runs=runs)
+        print(f"report written to {path} and {path.with_suffix('.html')}")
 
 
 if __name__ == "__main__":

@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from jem.config import Config, to_dict
+from jem.engine.address import check_attached_fit
 from jem.engine.session import check_local_fit, check_resources, cluster_address, ray_session
 from jem.errors import TrainingFailed
-from jem.io import check_free_space
+from jem.io import check_free_space, verify_prepared
 
 # train.* knobs that do not change the trained weights: not part of the run identity
 NOT_IN_RUN_IDENTITY = ("max_failures", "checkpoint_every", "cpus_per_worker")
@@ -182,10 +183,14 @@ def pretrain(cfg: Config, raw_params: dict[str, Any], prepared: Path, views: Pat
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     gpus = 1.0 if cfg.train.use_gpu else 0.0
     local = not cluster_address(cfg.ray)
+    verify_prepared(prepared)  # the arrays the workers read are those prepare wrote (SHA-256)
     check_local_fit(cfg.ray, cfg.train.workers, cfg.train.cpus_per_worker, gpus, "pretrain")  # before Ray starts
     with ray_session(cfg.ray):
         if local:  # what the started instance really has
             check_resources(cfg.train.workers, cfg.train.cpus_per_worker, gpus, "pretrain")
+        else:  # `auto` (an instance already on this machine): its free resources, within a bounded wait
+            check_attached_fit(cluster_address(cfg.ray), cfg.train.workers, cfg.train.cpus_per_worker, gpus,
+                               "pretrain")
         trainer = make_trainer(cfg, raw_params, prepared, views, name=name, storage=storage, live_dir=live_dir,
                                progress=progress)
         try:

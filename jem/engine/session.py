@@ -1,11 +1,12 @@
 """The Ray lifecycle of a stage: attach to a cluster or start a private local instance, and always
 shut it down.
 
-:func:`ray_session` attaches to ``ray.address`` / ``$RAY_ADDRESS`` (checked with a 2-second TCP
-probe first, so a wrong address is one error line, not minutes of retries), else starts a private
+:func:`ray_session` attaches to ``ray.address`` / ``$RAY_ADDRESS`` (checked first with a 2-second
+probe that it is a Ray endpoint, :func:`jem.engine.address.check_address`, so a wrong address is one
+error line, not minutes of retries), else starts a private
 local instance with the dashboard off; it always shuts down, also on Ctrl-C and SIGTERM, within
 :data:`SHUTDOWN_TIMEOUT_S`, and no process of a private instance outlives the stage, even after a
-SIGKILL (:mod:`jem.engine.reaper`).
+SIGKILL (:mod:`jem.reaper`).
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
+from jem import reaper
 from jem.config import RayConfig
-from jem.engine import reaper
+from jem.engine.address import check_address
 from jem.errors import RayUnavailable
 
 # Ray Train V2 workers hand each ray.train.report to a queue of size 1 that the controller empties
@@ -30,24 +32,6 @@ from jem.errors import RayUnavailable
 REPORT_POLL_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1"}
 # environment forwarded to every Ray process when attaching to an existing cluster
 FORWARDED_ENV_PREFIXES = ("DVC_", *REPORT_POLL_ENV)
-
-
-def _check_reachable(address: str, timeout_s: float = 2.0) -> None:
-    """A TCP probe of ``host:port`` (also ``ray://host:port``); ``auto`` is left to Ray."""
-    if address == "auto":
-        return
-    hostport = address.split("://", 1)[-1].rstrip("/")
-    host, sep, port = hostport.rpartition(":")
-    if not sep or not port.isdigit():
-        raise RayUnavailable(f"ray.address = {address!r} is not host:port (or ray://host:port, auto); "
-                             "fix ray.address or $RAY_ADDRESS")
-    try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
-            pass
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise RayUnavailable(f"cannot reach the Ray cluster at {address} ({reason.lower()}): start it with "
-                             "`ray start --head` or fix ray.address / $RAY_ADDRESS") from None
 
 
 # seconds ray.shutdown() may take before the instance's processes are killed and the stage exits
@@ -185,7 +169,7 @@ def ray_session(rcfg: RayConfig) -> Iterator[str]:
     shuts down, also on Ctrl-C and SIGTERM."""
     address = cluster_address(rcfg)
     if address:
-        _check_reachable(address)
+        check_address(address)  # not a TCP probe only: a port that is not Ray fails here, not in retries
         local = None
     else:
         local = _local_address_env()
@@ -234,7 +218,7 @@ def ray_session(rcfg: RayConfig) -> Iterator[str]:
 @contextmanager
 def _marked(token: str | None) -> Iterator[None]:
     """``$JEM_RAY_OWNER`` = ``token`` while a private instance starts and runs (its processes
-    inherit it; see :mod:`jem.engine.reaper`)."""
+    inherit it; see :mod:`jem.reaper`)."""
     if token is None:
         yield
         return

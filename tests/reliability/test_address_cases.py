@@ -12,7 +12,7 @@ import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
-from conftest import ROOT, assert_one_error, run, stage
+from conftest import assert_one_error, run, stage
 from test_resource_cases import _fake_data
 
 from jem.engine.address import attached_shortfall, check_address, check_attached_fit, wait_s
@@ -74,8 +74,6 @@ def test_a_malformed_address_is_one_line(tmp_path):
     assert_one_error(proc, "ray.address = 'headnode' is not host:port")
 
 
-@pytest.mark.skipif("check_address" not in (ROOT / "jem" / "engine" / "session.py").read_text(),
-                    reason="jem.engine.address.check_address is not wired into ray_session yet")
 def test_pretrain_stage_with_a_non_ray_address_fails_fast(tmp_path, plain_socket, params_file):
     """The reported case end to end: the pretrain stage given ``ray.address`` of a plain socket."""
     _fake_data(tmp_path)

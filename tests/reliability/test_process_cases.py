@@ -18,8 +18,8 @@ import pytest
 import yaml
 from conftest import ROOT, env
 
+from jem import reaper
 from jem.config import defaults_dict, parse_config
-from jem.engine import reaper
 from jem.sweep.space import set_dotted
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="the reaper reads /proc (Linux)")

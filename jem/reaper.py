@@ -6,7 +6,7 @@ instance inherits (GCS, raylet, their agents, the workers). Ray's own kernel fat
 only the direct children of the stage when it dies; the agents and workers notice a dead raylet
 by polling and lived 30-70 s after a SIGKILL (measured). Two things end them:
 
-- a **watcher** (``python jem/engine/reaper.py --watch TOKEN``), started beside the instance in
+- a **watcher** (``python jem/reaper.py --watch TOKEN``), started beside the instance in
   its own session, blocks on a pipe from the stage; when the stage ends in any way (the pipe
   closes), it kills every process marked with the stage's token: SIGTERM, then SIGKILL after
   :data:`GRACE_S`;
@@ -48,8 +48,9 @@ def owner_token(pid: int | None = None) -> str:
 
 
 def owner_alive(token: str) -> bool:
+    """The process named by ``token`` runs (a zombie, killed but not yet reaped, does not)."""
     pid, _, ticks = token.partition(":")
-    return pid.isdigit() and _start_ticks(int(pid)) == ticks
+    return pid.isdigit() and _start_ticks(int(pid)) == ticks and _state(int(pid)) != "Z"
 
 
 def marked_processes() -> dict[int, str]:
@@ -119,7 +120,7 @@ def spawn_watcher(token: str) -> subprocess.Popen[bytes] | None:
     if not PROC.is_dir():
         return None
     env = {k: v for k, v in os.environ.items() if k != MARKER}
-    # the file itself, not ``-m jem.engine.reaper``: only the standard library is imported
+    # the file itself, not ``-m jem.reaper``: only the standard library is imported
     return subprocess.Popen([sys.executable, os.path.abspath(__file__), "--watch", token], stdin=subprocess.PIPE,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
 
