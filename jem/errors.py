@@ -37,7 +37,10 @@ def user_error_types() -> tuple[type[BaseException], ...]:
 
 
 def fail(message: str) -> NoReturn:
-    print(f"error: {message}", file=sys.stderr)
+    # on a terminal a progress bar may own the current line (no newline yet): return to its start
+    # and clear it, so the error is a line of its own, not glued to the bar
+    start = "\r\x1b[K" if sys.stderr.isatty() else ""
+    print(f"{start}error: {message}", file=sys.stderr)
     raise SystemExit(2)
 
 

@@ -161,3 +161,39 @@ def test_failed_run_leaves_no_scratch_folder(data, tmp_path):
     assert "view cache" in proc.stderr.strip().splitlines()[-1], proc.stderr[-2000:]
     assert (tmp_path / ".jem" / "ray_results").is_dir()  # the run did start
     assert not list((tmp_path / ".jem" / "ray_results").glob("pretrain-*")), proc.stderr[-2000:]
+
+
+def test_error_line_does_not_land_on_a_progress_bar(tmp_path):
+    """On a terminal, an error after a half-drawn progress bar is a line of its own (before: the
+    error text was appended to the bar's line)."""
+    import pty
+
+    script = tmp_path / "stage.py"
+    script.write_text(textwrap.dedent("""
+        import sys
+        from jem.errors import run_main
+
+        def main():
+            sys.stderr.write("training:  40%|####      | 4/10 [00:02<00:03]")  # a bar, no newline yet
+            sys.stderr.flush()
+            raise FileNotFoundError("data/views/meta.json not found")
+
+        run_main(main)
+    """))
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: stdin/stdout/stderr are the terminal
+        os.execve(sys.executable, [sys.executable, str(script)], env())
+    out = b""
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 2
+    lines = out.decode().replace("\r\n", "\n").split("\n")
+    shown = [ln.rsplit("\r", 1)[-1].replace("\x1b[K", "") for ln in lines if ln.strip()]  # what the terminal shows
+    assert shown[-1] == "error: data/views/meta.json not found", out
