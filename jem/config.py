@@ -169,6 +169,21 @@ def _check_group_regex(dataset: str, group_regex: str) -> None:
                           "path that names the group in parentheses, e.g. '^[^/]+/([^_]+)_'")
 
 
+def method_notes(cfg: Config, raw: Any) -> list[str]:
+    """What the selected method changes of the user's params, one ``note:`` line each (the validate
+    stage prints them; the pretrain stage records them in ``metrics/pretrain-full.json``)."""
+    notes = []
+    requested = ((raw or {}).get("model") or {}).get("backbone", ModelConfig().backbone)
+    if requested != cfg.model.backbone:
+        notes.append(f"note: {cfg.method} needs model.backbone={cfg.model.backbone}; model.backbone={requested} "
+                     "is not used for it")
+    if cfg.train_overrides:
+        own = ", ".join(f"{k}={v}" for k, v in cfg.train_overrides.items())
+        notes.append(f"note: {cfg.method} trains with its own recipe methods.{cfg.method}.{{optimizer,lr,"
+                     f"weight_decay}} ({own}); train.optimizer/lr/weight_decay do not apply to it")
+    return notes
+
+
 def load_config(path: str | Path = "params.yaml") -> Config:
     """Read and validate ``path``; any problem raises :class:`ConfigError` with one line."""
     return parse_config(read_params(path))

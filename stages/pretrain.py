@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from jem.config import load_config
+from jem.config import load_config, method_notes
 from jem.errors import run_main
 from jem.lastgood import keep_last_good
 
@@ -45,6 +45,7 @@ def main() -> None:
         t0 = time.perf_counter()
         summary = pretrain(cfg, raw, args.prepared, args.views, args.out, args.live, storage)
         summary["wall_s"] = time.perf_counter() - t0
+        summary["notes"] = method_notes(cfg, raw)  # what the method changed of the params (as validate says)
         write_json(args.full, summary)
         write_json(args.metrics, pick(summary, METRICS))
         resumed = f", resumed at epoch {summary['start_epoch']}" if summary["start_epoch"] else ""

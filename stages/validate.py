@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from jem.config import ModelConfig, load_config
+from jem.config import load_config, method_notes
 from jem.errors import run_main
 
 
@@ -32,16 +32,8 @@ def main() -> None:
     print(f"params ok: dataset={cfg.dataset} method={cfg.method} seed={cfg.seed}")
     for note in notes:
         print(note)
-    requested = ((yaml.safe_load(Path(args.params).read_text()) or {}).get("model") or {}).get(
-        "backbone", ModelConfig().backbone)
-    if requested != cfg.model.backbone:
-        print(f"note: {cfg.method} needs model.backbone={cfg.model.backbone}; model.backbone={requested} "
-              "is not used for it")
-    if cfg.train_overrides:
-        own = ", ".join(f"{k}={v}" for k, v in cfg.train_overrides.items())
-        print(f"note: {cfg.method} trains with its own recipe methods.{cfg.method}.{{optimizer,lr,weight_decay}} "
-              f"({own}); train.optimizer/lr/weight_decay do not apply to it")
-
+    for note in method_notes(cfg, yaml.safe_load(Path(args.params).read_text())):
+        print(note)
 
 if __name__ == "__main__":
     run_main(main)

@@ -148,3 +148,15 @@ def test_exponent_floats_without_a_dot_are_numbers(tmp_path):
         parse_config({"train": {"lr": "fast"}})
     with pytest.raises(ConfigError, match="train.optimizer = 0.0005 has the wrong type; expected a string"):
         parse_config({"train": {"optimizer": 5e-4}})
+
+
+def test_method_notes_are_what_the_pretrain_stage_records():
+    """The notes validate prints are a function of the params, so the pretrain stage records the
+    same lines in metrics/pretrain-full.json ("notes"): nothing the method changed goes unrecorded."""
+    from jem.config import method_notes
+
+    raw = dict(defaults_dict(), method="data2vec")
+    assert method_notes(parse_config(raw), raw) == [
+        "note: data2vec needs model.backbone=vit_tiny; model.backbone=small_cnn is not used for it"]
+    raw = defaults_dict()
+    assert method_notes(parse_config(raw), raw) == []
