@@ -157,6 +157,8 @@ def test_method_notes_are_what_the_pretrain_stage_records():
 
     raw = dict(defaults_dict(), method="data2vec")
     assert method_notes(parse_config(raw), raw) == [
-        "note: data2vec needs model.backbone=vit_tiny; model.backbone=small_cnn is not used for it"]
+        "note: data2vec needs model.backbone=vit_tiny; model.backbone=small_cnn is not used for it",
+        "note: data2vec trains with its own recipe methods.data2vec.{optimizer,lr,weight_decay} (optimizer=adamw, "
+        "lr=0.001, weight_decay=0.05); train.optimizer/lr/weight_decay do not apply to it"]
     raw = defaults_dict()
     assert method_notes(parse_config(raw), raw) == []
