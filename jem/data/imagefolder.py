@@ -7,7 +7,8 @@ Channels (``data.channels``): 1 converts every image to greyscale (PIL mode ``L`
 keeps what the files are: one channel when every file is stored greyscale (PIL modes 1, L, LA, I,
 I;16, F; palette and colour files count as colour), else three (greyscale files replicated).
 
-Bit depth: 16-bit greyscale files (PNG, TIFF) are scaled to 8 bits as ``round(value / 257)``, and
+Bit depth: 16-bit greyscale files (PNG, TIFF) are scaled to 8 bits as ``round(value / 257)``;
+16-bit colour PNGs are reduced by PIL itself to their high bytes (``value // 256``). In both cases
 the count per PIL mode becomes a note in ``Dataset.notes`` (the prepare stage records it in
 ``stats.json``). PIL's own conversion clipped them at 255 (nearly white images) without a word.
 
@@ -209,6 +210,10 @@ def _decode(path: str, size: int, mode: str | None, high: dict[str, int] | None 
                 if high is not None:
                     high[img.mode] = high.get(img.mode, 0) + 1
                 src = _to_8bit(img)
+            elif high is not None and img.format == "PNG" and _png_bit_depth(path) == 16:
+                # PIL opens a 16-bit colour PNG as 8-bit RGB(A), keeping each sample's high byte
+                key = f"{img.mode};16"
+                high[key] = high.get(key, 0) + 1
             out = src.convert(mode or ("L" if grey else "RGB"))
             if out.size != (size, size):
                 out = out.resize((size, size), BILINEAR)
@@ -244,7 +249,18 @@ def load_imagefolder(root: str, image_size: int, test_fraction: float, seed: int
     )
 
 
+def _png_bit_depth(path: str) -> int:
+    """The bit depth in a PNG file's IHDR chunk (byte 24: after the 8-byte signature, the chunk's
+    length and type, width and height)."""
+    with open(path, "rb") as f:
+        head = f.read(25)
+    return head[24] if len(head) == 25 else 8
+
+
 def high_depth_notes(high: dict[str, int], total: int) -> list[str]:
-    """One note per PIL mode of the 16-bit files that :func:`_decode` scaled to 8 bits."""
-    return [f"{n} of {total} images are 16-bit (PIL mode {m}); scaled to 8 bits as round(value / 257)"
+    """One note per PIL mode of the 16-bit files scaled to 8 bits (greyscale by :func:`_to_8bit`,
+    colour PNGs by PIL itself)."""
+    return [f"{n} of {total} images are 16-bit colour PNGs (PIL mode {m[:-3]}); PIL reduces them to 8 bits "
+            "by keeping each sample's high byte (value // 256)" if m.endswith(";16") and m[:-3] in ("RGB", "RGBA")
+            else f"{n} of {total} images are 16-bit (PIL mode {m}); scaled to 8 bits as round(value / 257)"
             for m, n in sorted(high.items())]

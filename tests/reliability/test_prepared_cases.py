@@ -68,6 +68,51 @@ def test_16_bit_pngs_are_scaled_and_named(tmp_path, params_file):
     assert seen == ks  # every image once, with its class
 
 
+def _png_rgb16(path: Path, a: np.ndarray) -> None:
+    """A 16-bit RGB PNG written by hand (PIL cannot write one): signature, IHDR (bit depth 16,
+    colour type 2), one zlib IDAT of filter-0 rows of big-endian samples, IEND."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    h, w, _ = a.shape
+    rows = b"".join(b"\0" + a[r].astype(">u2").tobytes() for r in range(h))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def test_16_bit_colour_pngs_are_named(tmp_path, params_file):
+    """16-bit RGB PNGs: PIL opens them as 8-bit RGB with each sample's high byte. Sample values
+    256 k + 255 (R), 256 k (G), 65535 (B) give k, k and 255 by hand; the count is a note."""
+    ks = {}
+    for c in range(2):
+        (tmp_path / "imgs" / f"c{c}").mkdir(parents=True)
+        for i in range(5):
+            k = 30 * c + 4 * i + 7
+            a = np.zeros((8, 8, 3), np.uint16)
+            a[..., 0], a[..., 1], a[..., 2] = 256 * k + 255, 256 * k, 65535
+            _png_rgb16(tmp_path / "imgs" / f"c{c}" / f"{i}.png", a)
+            ks[k] = c
+    assert Image.open(tmp_path / "imgs" / "c0" / "0.png").mode == "RGB"  # no sign of 16 bits from PIL
+    proc = _prepare(tmp_path, params_file, dataset="imagefolder", data__root=str(tmp_path / "imgs"),
+                    data__image_size=8)
+    note = ("10 of 10 images are 16-bit colour PNGs (PIL mode RGB); PIL reduces them to 8 bits by keeping each "
+            "sample's high byte (value // 256)")
+    assert f"note: {note}" in proc.stdout
+    prepared = tmp_path / "prepared"
+    assert json.loads((prepared / "stats.json").read_text())["notes"] == [note]
+    seen = {}
+    for split in ("train", "val", "test"):
+        x, y = np.load(prepared / f"{split}_x.npy"), np.load(prepared / f"{split}_y.npy")
+        for img, label in zip(x, y, strict=True):
+            k = int(img[0, 0, 0])
+            assert (img[..., 0] == k).all() and (img[..., 1] == k).all() and (img[..., 2] == 255).all()
+            seen[k] = int(label)
+    assert seen == ks
+
+
 def test_a_rounded_subsample_is_recorded_in_stats(tmp_path, params_file):
     """``data.max_train = 157`` on digits gives 159 training images (the validate note, checked
     against real prepare runs in tests/test_preflight.py): the prepare stage records it."""
