@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from jem.augment.recipe import ViewParams, apply_view, sample_view_params, to_float_nchw, to_uint8_nhwc
-from jem.io import check_free_space
+from jem.io import check_free_space, sha256_file
 from jem.progress import progress as bar
 from jem.sections import AugmentConfig, ViewConfig
 
@@ -120,6 +120,8 @@ def build_view_cache(images: np.ndarray, cfg: AugmentConfig, out_dir: str | Path
     try:
         if k_views > 0:
             _render(images, tmp, cfg, seed, chunk, progress, size, lsize)
+        # each array's SHA-256: verify_view_cache (the pretrain stage, before Ray starts) catches a bit flip
+        meta["sha256"] = {name: sha256_file(tmp / name) for name in _FILES[:2] if (tmp / name).exists()}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
         for name in reversed(_FILES):  # drop the old meta first: a half-replaced cache never opens
             (out_dir / name).unlink(missing_ok=True)
@@ -160,6 +162,25 @@ def _render(images: np.ndarray, tmp: Path, cfg: AugmentConfig, seed: int, chunk:
     if loc is not None:
         loc.flush()
         del loc
+
+
+def verify_view_cache(path: str | Path) -> None:
+    """One :class:`~jem.errors.DataError` line naming the first array of a view cache whose SHA-256
+    differs from the one recorded in its ``meta.json`` (a bit flip, a file changed by hand). A cache
+    whose ``meta.json`` records no sums (built before they were recorded) is not checked; a
+    truncated or missing array is already caught when the cache opens."""
+    from jem.errors import DataError
+
+    path = Path(path)
+    try:
+        sums = json.loads((path / "meta.json").read_text()).get("sha256") or {}
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return  # ViewCache says what is wrong with meta.json
+    for name, digest in sorted(sums.items()):
+        f = path / name
+        if f.is_file() and sha256_file(f) != digest:
+            raise DataError(f"{f} does not match the SHA-256 recorded in {path / 'meta.json'} (damaged or changed "
+                            "since it was built): re-run the augment stage (dvc repro -f augment)")
 
 
 class ViewCache:

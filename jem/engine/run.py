@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from jem.augment.cache import verify_view_cache
 from jem.config import Config, to_dict
 from jem.engine.address import check_attached_fit
 from jem.engine.session import check_local_fit, check_resources, cluster_address, ray_session
@@ -178,13 +179,14 @@ def pretrain(cfg: Config, raw_params: dict[str, Any], prepared: Path, views: Pat
     ``storage`` is an absolute folder or a URI (see :func:`resolve_storage`)."""
     storage = str(storage)
     name = run_name(cfg, data_fingerprint(prepared, views))
-    if "://" not in storage:
-        Path(storage).mkdir(parents=True, exist_ok=True)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     gpus = 1.0 if cfg.train.use_gpu else 0.0
     local = not cluster_address(cfg.ray)
-    verify_prepared(prepared)  # the arrays the workers read are those prepare wrote (SHA-256)
+    verify_prepared(prepared)  # the arrays the workers read are those prepare and augment wrote (SHA-256)
+    verify_view_cache(views)
     check_local_fit(cfg.ray, cfg.train.workers, cfg.train.cpus_per_worker, gpus, "pretrain")  # before Ray starts
+    if "://" not in storage:
+        Path(storage).mkdir(parents=True, exist_ok=True)
     with ray_session(cfg.ray):
         if local:  # what the started instance really has
             check_resources(cfg.train.workers, cfg.train.cpus_per_worker, gpus, "pretrain")

@@ -246,3 +246,32 @@ def test_a_disk_that_fills_while_prepare_writes_leaves_no_partial_file(tmp_path,
     proc = run([sys.executable, "-c", code], tmp_path)
     assert_one_error(proc, "out of disk space")
     assert list(tiny_disk.iterdir()) == []
+
+
+def test_view_cache_bit_flip_is_one_line_before_ray_starts(tmp_path, params_file):
+    """A flipped byte inside the view cache (same size: the shape check cannot see it) stops the
+    pretrain stage with one line naming the file, before Ray starts; the sums in meta.json are
+    hashlib's SHA-256 of the arrays (before: the flipped view was trained on)."""
+    from jem.augment.cache import build_view_cache
+    from jem.config import defaults_dict, parse_config
+    from jem.prepare import prepare
+
+    cfg = parse_config(defaults_dict())
+    (tmp_path / "prepared").mkdir()
+    prepare(cfg, tmp_path / "prepared")
+    build_view_cache(np.load(tmp_path / "prepared" / "train_x.npy"), cfg.augment, tmp_path / "views", cfg.seed,
+                     progress=False)
+    meta = json.loads((tmp_path / "views" / "meta.json").read_text())
+    f = tmp_path / "views" / "global.npy"
+    assert meta["sha256"] == {"global.npy": hashlib.sha256(f.read_bytes()).hexdigest()}
+    raw = bytearray(f.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    f.write_bytes(bytes(raw))
+    (tmp_path / "encoder").mkdir()
+    (tmp_path / "encoder" / "old.txt").write_text("previous encoder")
+    params_file()
+    proc = stage("pretrain", "--params", "params.yaml", "--prepared", "prepared", "--views", "views", "--out",
+                 "encoder", "--metrics", "m.json", "--full", "f.json", "--live", "live", cwd=tmp_path, timeout=300)
+    assert_one_error(proc, "global.npy", "does not match the SHA-256", "dvc repro -f augment")
+    assert (tmp_path / "encoder" / "old.txt").read_text() == "previous encoder"
+    assert not (tmp_path / ".jem" / "ray_results").exists()  # Ray never started

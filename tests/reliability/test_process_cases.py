@@ -5,6 +5,7 @@ swallows the Ctrl-C."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -143,7 +144,7 @@ def test_interrupted_stage_never_reports_success(tmp_path):
 
 def test_failed_run_leaves_no_scratch_folder(data, tmp_path):
     """A run that fails in its training worker before its first checkpoint (here: a view cache cut
-    short after the stage's own checks) leaves no folder in .jem/ray_results; there is nothing to
+    short, with no sums recorded for the driver to check) leaves no folder in .jem/ray_results; there is nothing to
     resume (before: every failed run's folder stayed)."""
     import shutil
 
@@ -151,6 +152,9 @@ def test_failed_run_leaves_no_scratch_folder(data, tmp_path):
     shutil.copytree(data / "views", views)
     with open(views / "global.npy", "r+b") as f:
         f.truncate((views / "global.npy").stat().st_size // 2)
+    meta = json.loads((views / "meta.json").read_text())
+    del meta["sha256"]  # a cache built before sums were recorded: the driver cannot see the damage, a worker can
+    (views / "meta.json").write_text(json.dumps(meta))
     params = set_dotted(defaults_dict(), {"train.workers": 1, "train.max_failures": 0, "ray.log_to_driver": False})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     proc = subprocess.run(
