@@ -223,6 +223,20 @@ def plan(names: list[str], seeds_arg: str | None, default_seeds: int) -> list[tu
     return sorted(pairs)
 
 
+def sync_docs(doc: Path, protocol: str, table: str) -> bool:
+    """Replace what stands between ``<!-- table:methods-<protocol> -->`` and
+    ``<!-- /table:methods-<protocol> -->`` in ``doc`` by ``table`` (the markdown beside the JSON),
+    so the page never shows an older table than the results file; False when the markers are absent."""
+    begin, end = f"<!-- table:methods-{protocol} -->", f"<!-- /table:methods-{protocol} -->"
+    text = doc.read_text() if doc.is_file() else ""
+    if begin not in text or end not in text:
+        return False
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    doc.write_text(f"{head}{begin}\n{table.strip()}\n{end}{tail}")
+    return True
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--protocol", default="digits", choices=sorted(PROTOCOLS))
@@ -270,6 +284,8 @@ def main(argv: list[str] | None = None) -> None:
                                   indent=2) + "\n")
         tmp.replace(path)
         stem.with_suffix(".md").write_text(markdown(rows, header))
+        if not args.out:  # the protocol's own table: docs/methods.md shows it between its markers
+            sync_docs(ROOT / "docs" / "methods.md", args.protocol, markdown(rows, header))
         plot_curves(rows, stem.parent / f"{stem.name}-curves.png",
                     f"{args.protocol}: validation kNN during pretraining (mean over seeds)")
 

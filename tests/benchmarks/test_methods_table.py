@@ -37,3 +37,15 @@ def test_plan_is_seed_major_with_three_seeds_for_the_compared_methods():
     assert len(COMPARED) == 9 and PROTOCOLS["fashion-mnist"]["seeds"] == 3
     assert plan(["vicreg", "rotation"], None, 3) == [(0, "rotation"), (0, "vicreg"), (1, "vicreg"), (2, "vicreg")]
     assert plan(["rotation"], "4,5", 3) == [(4, "rotation"), (5, "rotation")]
+
+
+def test_docs_table_is_replaced_between_its_markers_only(tmp_path):
+    from benchmarks.methods import sync_docs
+
+    doc = tmp_path / "methods.md"
+    doc.write_text("intro\n<!-- table:methods-digits -->\nold | table\n<!-- /table:methods-digits -->\noutro\n")
+    assert sync_docs(doc, "digits", "| new | table |\n")
+    assert doc.read_text() == ("intro\n<!-- table:methods-digits -->\n| new | table |\n"
+                               "<!-- /table:methods-digits -->\noutro\n")
+    assert not sync_docs(doc, "fashion-mnist", "x")  # no markers for that protocol: the page is left alone
+    assert "| new | table |" in doc.read_text()
