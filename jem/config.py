@@ -152,6 +152,26 @@ def _check_cross_field(cfg: Config) -> None:
     if cfg.dataset == "avfolder" and not cfg.data.root:
         raise ConfigError("data.root = '' but dataset avfolder needs data.root (one sub-folder per class "
                           "holding <id>.png beside <id>.wav)")
+    if cfg.data.pretrain_root:
+        _check_stream_method(cfg)
+
+
+def _check_stream_method(cfg: Config) -> None:
+    """What the streamed pretraining folder (``data.pretrain_root``) cannot give a method: the whole
+    training set at each epoch start (DeepCluster-style re-clustering, memory banks indexed by image),
+    audio views, or more local crops than ``augment.multicrop`` renders."""
+    from jem.methods.base import Method
+
+    cls = method_registry.get_method_class(cfg.method)
+    if cls.on_epoch_start is not Method.on_epoch_start or cls.n_audio:
+        raise ConfigError(f"method {cfg.method} needs the whole training set in memory (or its audio) at every "
+                          "epoch, which the stream of data.pretrain_root never holds; set data.pretrain_root = '' "
+                          "or choose a method without an epoch-start pass (e.g. simclr, byol, vicreg, swav, dino)")
+    n_local = getattr(cfg.method_params, "local_crops", 0)
+    if n_local > cfg.augment.multicrop.local_crops:
+        raise ConfigError(f"methods.{cfg.method}.local_crops = {n_local} exceeds "
+                          f"augment.multicrop.local_crops = {cfg.augment.multicrop.local_crops} (the stream renders "
+                          "augment.multicrop.local_crops local crops per image)")
 
 
 def _check_group_regex(dataset: str, group_regex: str) -> None:

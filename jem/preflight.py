@@ -144,12 +144,27 @@ def _check_backbone(cfg: Config, sizes: DataSizes) -> None:
                           f"{sizes.image_size}): {reason}; choose another data.image_size") from None
 
 
+def _check_stream(cfg: Config) -> None:
+    """``data.pretrain_root``: a folder with at least one image file, and at least one batch of files
+    per step (counted from the file names, nothing decoded)."""
+    from jem.data.stream import check_pretrain_root, count_files
+
+    check_pretrain_root(cfg.data.pretrain_root)
+    t = cfg.train
+    n, batch = count_files(cfg.data.pretrain_root), t.workers * t.batch_size
+    if batch > n:
+        raise ConfigError(f"train.batch_size={t.batch_size} x train.workers={t.workers} = {batch} exceeds the {n} "
+                          f"image files of data.pretrain_root {cfg.data.pretrain_root!r}; lower train.batch_size")
+
+
 def check_run(cfg: Config) -> list[str]:
     """ConfigError / RayUnavailable (one line) for what can never work; returns notes to print."""
     from jem.engine.session import check_local_fit
 
     t, d = cfg.train, cfg.data
     check_local_fit(cfg.ray, t.workers, t.cpus_per_worker, 1.0 if t.use_gpu else 0.0, "pretrain")
+    if d.pretrain_root:
+        _check_stream(cfg)
     sizes = data_sizes(cfg)
     if sizes is None:
         return ["note: the data sizes of a group-aware image-folder split are checked by the prepare stage"]
@@ -159,7 +174,7 @@ def check_run(cfg: Config) -> list[str]:
         raise ConfigError(f"{cfg.dataset} leaves no test image ({sizes.what}); add images or raise "
                           "data.test_fraction / data.max_test")
     batch = t.workers * t.batch_size
-    if batch > sizes.pretrain:
+    if batch > sizes.pretrain and not d.pretrain_root:
         raise ConfigError(f"train.batch_size={t.batch_size} x train.workers={t.workers} = {batch} exceeds the "
                           f"{sizes.pretrain} pretraining images ({sizes.what}); lower train.batch_size")
     too_big = [k for k in cfg.eval.knn_k if k > sizes.train]

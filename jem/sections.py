@@ -53,6 +53,7 @@ class DataConfig:
     channels: int = knob(0, choices=(0, 1, 3))  # 0 -> native (imagefolder: 1 if every file is greyscale)
     group_regex: str = knob("")  # imagefolder: group = 1st capture group on the path below root; kept whole
     audio_root: str = knob("")  # av-digits: the FSDD recordings folder ({digit}_{speaker}_{take}.wav)
+    pretrain_root: str = knob("")  # "" -> pretrain on `dataset`; else a folder tree of unlabelled images, streamed
 
 
 @dataclass(frozen=True)

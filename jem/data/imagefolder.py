@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import re
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image
@@ -184,9 +185,10 @@ def check_imagefolder(root: str, test_fraction: float = 0.25, group_regex: str =
         _split(classes, y, file_groups(root, paths, group_regex), test_fraction, seed)
 
 
-def read_image(path: str, size: int, channels: int = 3) -> np.ndarray:
-    """Decode one image file to uint8 ``(size, size, channels)`` (bilinear resize; ``channels`` 1 is
-    PIL's ``L`` conversion, 3 is ``RGB``); DataError if unreadable."""
+def read_image(path: str | BinaryIO, size: int, channels: int = 3) -> np.ndarray:
+    """Decode one image file (a path, or an open binary file such as ``io.BytesIO``) to uint8
+    ``(size, size, channels)`` (bilinear resize; ``channels`` 1 is PIL's ``L`` conversion, 3 is
+    ``RGB``); DataError if unreadable."""
     return _decode(path, size, "L" if channels == 1 else "RGB")[0]
 
 
@@ -198,7 +200,8 @@ def _to_8bit(img: Image.Image) -> Image.Image:
     return Image.fromarray(((a + 128) // 257).astype(np.uint8), "L")
 
 
-def _decode(path: str, size: int, mode: str | None, high: dict[str, int] | None = None) -> tuple[np.ndarray, bool]:
+def _decode(path: str | BinaryIO, size: int, mode: str | None, high: dict[str, int] | None = None
+            ) -> tuple[np.ndarray, bool]:
     """(uint8 ``(size, size, C)`` image, whether the file is stored greyscale); ``mode`` None picks
     ``L`` for greyscale files and ``RGB`` for the rest. A high-bit-depth file is scaled to 8 bits
     (:func:`_to_8bit`) and counted per PIL mode in ``high``."""
@@ -210,7 +213,7 @@ def _decode(path: str, size: int, mode: str | None, high: dict[str, int] | None 
                 if high is not None:
                     high[img.mode] = high.get(img.mode, 0) + 1
                 src = _to_8bit(img)
-            elif high is not None and img.format == "PNG" and _png_bit_depth(path) == 16:
+            elif high is not None and img.format == "PNG" and isinstance(path, str) and _png_bit_depth(path) == 16:
                 # PIL opens a 16-bit colour PNG as 8-bit RGB(A), keeping each sample's high byte
                 key = f"{img.mode};16"
                 high[key] = high.get(key, 0) + 1

@@ -45,7 +45,7 @@ from jem.engine.checkpoint import report_epoch, resume
 from jem.engine.device import configure_threads, speed_settings, worker_device
 from jem.engine.monitor import Monitor, replica_report
 from jem.engine.optim import build_optimizer, effective_lr, lr_at, set_lr
-from jem.engine.sources import CachedAudio, CachedViews, DeviceAugment, epoch_shards, make_source
+from jem.engine.sources import CachedAudio, CachedViews, DeviceAugment, StreamFeed, StreamViews, epoch_shards, make_source
 from jem.engine.step import train_step
 from jem.methods import get_method_class
 from jem.methods.base import EpochData, Method, StepContext
@@ -73,7 +73,7 @@ class Worker:
     world: int
     device: torch.device
     stats: dict[str, Any]  # the prepare stage's stats.json (mean, std, num_classes)
-    source: CachedViews | DeviceAugment
+    source: CachedViews | DeviceAugment | StreamViews
     train_images: np.ndarray  # uint8 (N, H, W, C), memory-mapped: what on_epoch_start may read
     method: Method
     model: nn.Module  # ``method``, or its DistributedDataParallel wrapper
@@ -87,19 +87,20 @@ class Worker:
     audio: CachedAudio | None = None  # the audio views of audio-visual methods (``method.n_audio`` > 0)
 
 
-def _load_data(cfg: Config, prepared: Path, views: Path, device: torch.device, channels_last: bool
-               ) -> tuple[dict[str, Any], CachedViews | DeviceAugment, np.ndarray]:
+def _load_data(cfg: Config, prepared: Path, views: Path, device: torch.device, channels_last: bool,
+               feed: StreamFeed | None = None) -> tuple[dict[str, Any], CachedViews | DeviceAugment | StreamViews,
+                                                        np.ndarray]:
     """(stats.json, the batch source, the un-augmented training images)."""
     stats = json.loads((prepared / "stats.json").read_text())
     mean = torch.tensor(stats["mean"], device=device).view(1, -1, 1, 1)
     std = torch.tensor(stats["std"], device=device).view(1, -1, 1, 1)
-    source = make_source(cfg, prepared, views, mean, std, device, channels_last)
+    source = make_source(cfg, prepared, views, mean, std, device, channels_last, feed)
     pretrain_file = prepared / "pretrain_x.npy"
     train_images = np.load(pretrain_file if pretrain_file.exists() else prepared / "train_x.npy", mmap_mode="r")
     return stats, source, train_images
 
 
-def _build_model(cfg: Config, source: CachedViews | DeviceAugment, device: torch.device, world: int,
+def _build_model(cfg: Config, source: CachedViews | DeviceAugment | StreamViews, device: torch.device, world: int,
                  channels_last: bool) -> tuple[Method, nn.Module]:
     """The seeded method on ``device`` (channels_last, compiled backbone, SyncBatchNorm as configured)
     and the module to call: the method itself, or its DDP wrapper on several workers."""
@@ -128,13 +129,14 @@ def _schedule(tcfg: TrainConfig, n_images: int, world: int) -> tuple[int, int, i
     return steps_per_epoch, total_steps, min(tcfg.warmup_epochs * steps_per_epoch, total_steps // 2)
 
 
-def setup(cfg: Config, rank: int, world: int, prepared: Path, views: Path) -> Worker:
-    """Device and threads, data, model, optimizer and learning-rate schedule of worker ``rank``."""
+def setup(cfg: Config, rank: int, world: int, prepared: Path, views: Path, feed: StreamFeed | None = None) -> Worker:
+    """Device and threads, data, model, optimizer and learning-rate schedule of worker ``rank``
+    (``feed``: this worker's share of the ``data.pretrain_root`` stream, when it is set)."""
     tcfg = cfg.train
     configure_threads(tcfg.cpus_per_worker)
     device = worker_device(tcfg)
     amp, channels_last = speed_settings(tcfg, device)
-    stats, source, train_images = _load_data(cfg, prepared, views, device, channels_last)
+    stats, source, train_images = _load_data(cfg, prepared, views, device, channels_last, feed)
     method, model = _build_model(cfg, source, device, world, channels_last)
     comm = dist.current_comm()
     peak_lr = effective_lr(tcfg, world)
@@ -148,6 +150,8 @@ def setup(cfg: Config, rank: int, world: int, prepared: Path, views: Path) -> Wo
 def run_epoch(w: Worker, epoch: int, monitor: Monitor) -> dict[str, float]:
     """Train one epoch on this worker's shard; returns its row (mean loss over all workers, last
     learning rate, throughput, seconds)."""
+    if isinstance(w.source, StreamViews):
+        return run_stream_epoch(w, w.source, epoch, monitor)
     cfg, method, steps = w.cfg, w.method, w.steps_per_epoch
     w.model.train()
     shards = epoch_shards(cfg.seed, epoch, w.source.num_images, steps, w.world, cfg.train.batch_size)[:, w.rank]
@@ -173,14 +177,67 @@ def run_epoch(w: Worker, epoch: int, monitor: Monitor) -> dict[str, float]:
             "views_per_s": steps * cfg.train.batch_size * w.world * n_views / elapsed, "epoch_s": elapsed}
 
 
+def _all_workers(flag: bool) -> bool:
+    """Whether ``flag`` holds on every worker (a stream's workers end an epoch together: DDP needs
+    the same number of steps on each)."""
+    return float(dist.all_reduce_mean_nograd(torch.tensor(float(flag), dtype=torch.float64))) == 1.0
+
+
+def run_stream_epoch(w: Worker, source: StreamViews, epoch: int, monitor: Monitor) -> dict[str, float]:
+    """One epoch on the ``data.pretrain_root`` stream: one pass over the folder. Steps run while every
+    worker has a full batch, at most the planned ``steps_per_epoch`` (which keeps the learning-rate
+    schedule's step numbering); then each worker reads the rest of its share, so the files that did
+    not decode are all counted (``skipped_files``: summed over workers, per pass)."""
+    cfg, method = w.cfg, w.method
+    w.model.train()
+    method.on_epoch_start(EpochData(epoch, w.train_images, w.stats["mean"], w.stats["std"], w.device, w.comm))
+    loss_sum = torch.zeros((), dtype=torch.float64)
+    batches = source.epoch(cfg.train.batch_size)
+    done = 0
+    t0 = time.perf_counter()
+    for i in range(w.steps_per_epoch):
+        arrays = next(batches, None)
+        if not _all_workers(arrays is not None):
+            break
+        assert arrays is not None
+        step = epoch * w.steps_per_epoch + i
+        ctx = StepContext(epoch, step, w.total_steps, w.steps_per_epoch, indices=None, comm=w.comm)
+        set_lr(w.optimizer, lr_at(step, w.total_steps, w.warmup_steps, w.peak_lr, cfg.train.min_lr_ratio))
+        loss = train_step(w.model, method, w.optimizer, source.to_views(arrays), ctx, w.amp)
+        loss_sum += loss.double().cpu()
+        monitor.step()
+        done += 1
+    elapsed = time.perf_counter() - t0
+    for _ in batches:  # the rest of this worker's share: one whole pass, every bad file counted
+        pass
+    counts = torch.tensor([source.skipped, source.delivered], dtype=torch.float64)
+    skipped, delivered = (float(v) * w.world for v in dist.all_reduce_mean_nograd(counts))
+    if done == 0:
+        raise ValueError(f"the data.pretrain_root stream gave no full batch of {cfg.train.batch_size} images per worker "
+                         f"in epoch {epoch} ({skipped:.0f} of its files did not decode); lower train.batch_size")
+    mean_loss = float(dist.all_reduce_mean_nograd(loss_sum)) / done
+    n_views = method.n_global + method.n_local
+    return {"epoch": epoch, "loss": mean_loss, "lr": w.optimizer.param_groups[0]["lr"],
+            "views_per_s": done * cfg.train.batch_size * w.world * n_views / elapsed, "epoch_s": elapsed,
+            "steps": done, "skipped_files": skipped, "stream_images": delivered}
+
+
 def train_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     """Ray Train worker entry point. ``config``: {"params": raw params mapping, "prepared": dir,
-    "views": dir, "live": dvclive dir or None, "progress": "bar" | "lines" | "off"}. Returns the run summary on rank 0."""
+    "views": dir, "live": dvclive dir or None, "progress": "bar" | "lines" | "off", and with
+    ``data.pretrain_root`` "stream": {"files": count, "columns": view columns}}. Returns the run
+    summary on rank 0."""
     import ray.train
 
     cfg = parse_config(config["params"])
     tctx = ray.train.get_context()
-    w = setup(cfg, tctx.get_world_rank(), tctx.get_world_size(), Path(config["prepared"]), Path(config["views"]))
+    feed = None
+    if config.get("stream"):  # data.pretrain_root: this worker's share of the Ray Data stream
+        shard = ray.train.get_dataset_shard("train")
+        feed = StreamFeed(lambda n: shard.iter_batches(batch_size=n, batch_format="numpy", prefetch_batches=1),
+                          int(config["stream"]["files"]), tuple(config["stream"]["columns"]))
+    w = setup(cfg, tctx.get_world_rank(), tctx.get_world_size(), Path(config["prepared"]), Path(config["views"]),
+              feed)
     start_epoch, history = resume(w.method, w.optimizer)
     epochs, every = cfg.train.epochs, cfg.train.checkpoint_every
     monitor = Monitor.for_rank(w.rank, cfg, config, w.stats, history, w.total_steps, start_epoch * w.steps_per_epoch)
@@ -206,7 +263,11 @@ def _summary(w: Worker, history: list[dict[str, float]], start_epoch: int, train
     done = history[start_epoch:] if start_epoch < epochs else history[-1:]
     n_views = sum(r["views_per_s"] * r["epoch_s"] for r in done)
     secs = sum(r["epoch_s"] for r in done)
-    return {"start_epoch": start_epoch, "epochs": epochs, "final_loss": history[-1]["loss"],
+    stream = {}
+    if isinstance(w.source, StreamViews):  # per pass over the folder (the last epoch's)
+        stream = {"stream_files": w.source.num_images, "skipped_files": int(history[-1]["skipped_files"]),
+                  "stream_images": int(history[-1]["stream_images"]), "stream_max_rows_held": w.source.max_rows_held}
+    return stream | {"start_epoch": start_epoch, "epochs": epochs, "final_loss": history[-1]["loss"],
             "views_per_s": n_views / secs if secs > 0 else math.nan, "train_s": train_s,
             "effective_lr": w.peak_lr, "effective_batch": w.world * w.cfg.train.batch_size, "workers": w.world,
             "steps_per_epoch": w.steps_per_epoch, "pid": os.getpid()}

@@ -24,11 +24,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from jem.augment.cache import verify_view_cache
 from jem.config import Config, to_dict
 from jem.engine.address import check_attached_fit
-from jem.engine.session import check_local_fit, check_resources, cluster_address, ray_session
-from jem.errors import TrainingFailed
+from jem.engine.session import check_local_fit, check_resources, cluster_address, local_cpus, ray_session
+from jem.errors import DataError, RayUnavailable, TrainingFailed
 from jem.io import check_free_space, verify_prepared
 
 # train.* knobs that do not change the trained weights: not part of the run identity
@@ -44,9 +46,11 @@ def worker_error_line(exc: BaseException) -> str:
     return (errs[-1] if errs else lines[-1] if lines else type(exc).__name__)
 
 
-def data_fingerprint(prepared: Path, views: Path) -> str:
-    """What identifies the training data: the view cache's and the prepared set's metadata."""
-    return (views / "meta.json").read_text() + (prepared / "stats.json").read_text()
+def data_fingerprint(prepared: Path, views: Path, stream: dict[str, Any] | None = None) -> str:
+    """What identifies the training data: the view cache's and the prepared set's metadata, and the
+    manifest of the ``data.pretrain_root`` folder when it is streamed."""
+    extra = json.dumps(stream, sort_keys=True) if stream else ""
+    return (views / "meta.json").read_text() + (prepared / "stats.json").read_text() + extra
 
 
 def run_name(cfg: Config, data_fingerprint: str, prefix: str = "pretrain") -> str:
@@ -129,9 +133,11 @@ def progress_mode(enabled: bool) -> str:
 
 def make_trainer(cfg: Config, raw_params: dict[str, Any], prepared: Path, views: Path, *, name: str,
                  storage: str, live_dir: Path | None = None, progress: bool = False,
-                 callbacks: Sequence[Any] = (), gpus_per_worker: float | None = None) -> Any:
+                 callbacks: Sequence[Any] = (), gpus_per_worker: float | None = None,
+                 stream: tuple[Any, dict[str, Any]] | None = None) -> Any:
     """The TorchTrainer running :func:`jem.engine.loop.train_worker` for ``cfg`` (used by the
-    pretrain stage and by every sweep trial)."""
+    pretrain stage and by every sweep trial). ``stream``: (the Ray Data dataset of
+    ``data.pretrain_root``, {"files", "columns"}), handed to the workers as their ``"train"`` shard."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -144,7 +150,8 @@ def make_trainer(cfg: Config, raw_params: dict[str, Any], prepared: Path, views:
         train_loop_config={"params": raw_params, "prepared": str(Path(prepared).resolve()),
                            "views": str(Path(views).resolve()),
                            "live": str(Path(live_dir).resolve()) if live_dir else None,
-                           "progress": progress_mode(progress)},
+                           "progress": progress_mode(progress)} | ({"stream": stream[1]} if stream else {}),
+        datasets={"train": stream[0]} if stream else None,
         scaling_config=ray.train.ScalingConfig(num_workers=cfg.train.workers, use_gpu=gpus > 0,
                                                resources_per_worker=resources,
                                                placement_strategy=cfg.ray.placement_strategy),
@@ -172,19 +179,50 @@ def _copy_encoder(checkpoint: Any, folder: Path) -> None:
             raise
 
 
+def stream_plan(cfg: Config, prepared: Path, manifest: Path | None) -> tuple[list[str], dict[str, Any]]:
+    """(the files of ``data.pretrain_root``, its manifest). With ``manifest`` (what the ``stream`` stage
+    wrote), the folder must still be what it records: a changed folder is one error line."""
+    from jem.data.stream import stream_files, stream_manifest
+
+    now = stream_manifest(cfg.data.pretrain_root)
+    if manifest is not None:
+        recorded = json.loads(Path(manifest).read_text())
+        if recorded.get("list_sha256") != now["list_sha256"] or recorded.get("root") != now["root"]:
+            raise DataError(f"data.pretrain_root {cfg.data.pretrain_root!r} changed since the stream stage recorded "
+                            f"{manifest} ({recorded.get('files')} -> {now['files']} files); re-run dvc repro")
+    return stream_files(cfg.data.pretrain_root), now
+
+
+def _check_stream_cpus(cfg: Config) -> None:
+    """A private local instance must keep a CPU for the stream's read and render tasks beside the
+    training workers, or they would wait for ever."""
+    need = cfg.train.workers * cfg.train.cpus_per_worker + 1
+    have = local_cpus(cfg.ray)
+    if have + 1e-9 < need:
+        raise RayUnavailable(f"pretrain: data.pretrain_root streams through Ray Data, which needs 1 CPU beside "
+                             f"train.workers={cfg.train.workers} x train.cpus_per_worker={cfg.train.cpus_per_worker:g}; "
+                             f"this machine's instance has {have:g}: lower train.cpus_per_worker or train.workers")
+
+
 def pretrain(cfg: Config, raw_params: dict[str, Any], prepared: Path, views: Path, out_dir: Path,
-             live_dir: Path | None, storage: str | Path, progress: bool = True) -> dict[str, Any]:
+             live_dir: Path | None, storage: str | Path, progress: bool = True,
+             stream_manifest: Path | None = None) -> dict[str, Any]:
     """Train with Ray Train and copy the exported encoder to ``out_dir``; returns the run summary.
 
-    ``storage`` is an absolute folder or a URI (see :func:`resolve_storage`)."""
+    ``storage`` is an absolute folder or a URI (see :func:`resolve_storage`). With
+    ``data.pretrain_root`` the workers train on its stream (:mod:`jem.engine.stream`);
+    ``stream_manifest`` is the ``stream`` stage's record of the folder, checked against it first."""
     storage = str(storage)
-    name = run_name(cfg, data_fingerprint(prepared, views))
+    files, manifest = stream_plan(cfg, prepared, stream_manifest) if cfg.data.pretrain_root else ([], None)
+    name = run_name(cfg, data_fingerprint(prepared, views, manifest))
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     gpus = 1.0 if cfg.train.use_gpu else 0.0
     local = not cluster_address(cfg.ray)
     verify_prepared(prepared)  # the arrays the workers read are those prepare and augment wrote (SHA-256)
     verify_view_cache(views)
     check_local_fit(cfg.ray, cfg.train.workers, cfg.train.cpus_per_worker, gpus, "pretrain")  # before Ray starts
+    if files and local:
+        _check_stream_cpus(cfg)
     if "://" not in storage:
         Path(storage).mkdir(parents=True, exist_ok=True)
     with ray_session(cfg.ray):
@@ -193,8 +231,15 @@ def pretrain(cfg: Config, raw_params: dict[str, Any], prepared: Path, views: Pat
         else:  # `auto` (an instance already on this machine): its free resources, within a bounded wait
             check_attached_fit(cluster_address(cfg.ray), cfg.train.workers, cfg.train.cpus_per_worker, gpus,
                                "pretrain")
+        stream = None
+        if files:
+            from jem.engine.stream import StreamSpec, build_stream
+
+            _, h, _, c = np.load(prepared / "train_x.npy", mmap_mode="r").shape
+            spec = StreamSpec.for_run(cfg, int(h), int(c))
+            stream = (build_stream(files, spec), {"files": len(files), "columns": spec.columns()})
         trainer = make_trainer(cfg, raw_params, prepared, views, name=name, storage=storage, live_dir=live_dir,
-                               progress=progress)
+                               progress=progress, stream=stream)
         try:
             result = fit(trainer)
         except Exception as exc:  # worker errors arrive wrapped, with their traceback as text

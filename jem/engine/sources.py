@@ -10,14 +10,19 @@ indices; it does not care whether they are read from the view cache or made on t
 
 Both take the same arguments and return the same thing: a list of ``n_global`` global views
 followed by ``n_local`` local crops, each a normalised float (B, C, S, S) tensor on the device.
-:class:`CachedAudio` adds the audio views of the audio-visual methods (log-mel spectrograms).
+:class:`StreamViews` (``data.pretrain_root`` set) takes ready-rendered views from a Ray Data stream
+(:mod:`jem.engine.stream`) instead of image ids: :meth:`StreamViews.epoch` yields whole batches, one
+pass over the folder per epoch. :class:`CachedAudio` adds the audio views of the audio-visual methods (log-mel spectrograms).
 :func:`make_source` picks one from the config. Which images make each batch is
 :func:`epoch_shards`: one seeded permutation per epoch, cut into disjoint per-worker shards.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -157,6 +162,63 @@ class CachedAudio:
                 for j in range(n)]
 
 
+@dataclass(frozen=True)
+class StreamFeed:
+    """Where a worker's streamed views come from: ``batches(n)`` starts one pass over this worker's
+    share of the stream and yields dicts of numpy columns of at most ``n`` rows (``ok`` plus one uint8
+    column per view, see :func:`jem.engine.stream.render_batch`); ``files`` is the manifest's file
+    count, which plans the learning-rate schedule; ``columns`` names the view columns in order."""
+
+    batches: Callable[[int], Iterable[dict[str, Any]]]
+    files: int
+    columns: tuple[str, ...]
+
+
+class StreamViews:
+    """Views of the uncurated folder (``data.pretrain_root``), rendered by Ray Data on the CPU workers
+    and handed over as uint8 columns; this source only drops the rows of files that did not decode
+    (counted in :attr:`skipped`), re-cuts the rest into batches of exactly ``batch`` images and
+    normalises them on the device. It holds at most the rows of one incoming batch plus fewer than
+    ``batch`` carried rows (:attr:`max_rows_held` records the most it held), never the folder.
+
+    ``num_images`` is the manifest's file count: the loop plans ``num_images // (workers x batch)``
+    steps per epoch from it; an epoch ends earlier when skipped files leave fewer full batches."""
+
+    def __init__(self, feed: StreamFeed, channels: int, size: int, mean: torch.Tensor, std: torch.Tensor,
+                 device: torch.device, channels_last: bool = False) -> None:
+        self.feed, self.channels, self.size = feed, channels, size
+        self.mean, self.std, self.device, self.channels_last = mean, std, device, channels_last
+        self.num_images = feed.files
+        self.skipped = 0  # rows of undecodable files seen in the current (or last) pass
+        self.delivered = 0  # images handed to the loop in the current (or last) pass
+        self.max_rows_held = 0
+
+    def epoch(self, batch: int) -> Iterator[list[np.ndarray]]:
+        """One pass over this worker's share: lists of uint8 arrays (one per view column) of exactly
+        ``batch`` rows; the last incomplete batch is dropped."""
+        self.skipped = self.delivered = 0
+        cols = self.feed.columns
+        carry: list[list[np.ndarray]] = []
+        held = 0
+        for part in self.feed.batches(batch):
+            ok = np.asarray(part["ok"], dtype=bool)
+            self.skipped += int((~ok).sum())
+            rows = [np.asarray(part[c]) if ok.all() else np.asarray(part[c])[ok] for c in cols]
+            carry.append(rows)
+            held += int(ok.sum())
+            self.max_rows_held = max(self.max_rows_held, held)
+            while held >= batch:
+                joined = [np.concatenate([r[j] for r in carry]) for j in range(len(cols))]
+                out = [a[:batch] for a in joined]
+                carry = [[a[batch:] for a in joined]]
+                held -= batch
+                self.delivered += batch
+                yield out
+
+    def to_views(self, arrays: list[np.ndarray]) -> list[torch.Tensor]:
+        return [to_input(a, self.mean, self.std, self.device, self.channels_last) for a in arrays]
+
+
 def training_images(prepared: Path) -> np.ndarray:
     """The pretraining images of a prepared folder (``pretrain_x.npy``, else ``train_x.npy``)."""
     for name in ("pretrain_x.npy", "train_x.npy"):
@@ -166,9 +228,17 @@ def training_images(prepared: Path) -> np.ndarray:
 
 
 def make_source(cfg: Config, prepared: Path, views: Path, mean: torch.Tensor, std: torch.Tensor,
-                device: torch.device, channels_last: bool = False) -> CachedViews | DeviceAugment:
-    """The batch source a run's config asks for: the view cache when it holds views
-    (``augment.views_per_image`` > 0), on-device augmentation of the prepared images otherwise."""
+                device: torch.device, channels_last: bool = False, feed: StreamFeed | None = None
+                ) -> CachedViews | DeviceAugment | StreamViews:
+    """The batch source a run's config asks for: the stream of ``data.pretrain_root`` when it is set
+    (``feed``: views at the side and channels of the prepared labelled set, which the encoder is
+    evaluated on), else the view cache when it holds views (``augment.views_per_image`` > 0), else
+    on-device augmentation of the prepared images."""
+    if cfg.data.pretrain_root:
+        if feed is None:
+            raise ValueError(f"data.pretrain_root = {cfg.data.pretrain_root!r} but no stream was handed to the worker")
+        _, h, _, c = np.load(prepared / "train_x.npy", mmap_mode="r").shape
+        return StreamViews(feed, int(c), int(h), mean, std, device, channels_last)
     cache = ViewCache(views)
     if cache.views_per_image > 0:
         return CachedViews(cache, mean, std, device, channels_last)

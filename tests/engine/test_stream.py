@@ -1,0 +1,203 @@
+"""The uncurated pretraining folder (``data.pretrain_root``): its manifest, the render step of the
+Ray Data stream (corrupt files skipped and counted), the source that re-cuts the stream into
+batches (never more than two batches of rows held), the config checks, and a real short Ray Train
+pretraining on a generated folder of PNGs with corrupt files among them."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from jem.config import ConfigError, defaults_dict, parse_config
+from jem.data.stream import check_pretrain_root, count_files, stream_files, stream_manifest
+from jem.engine.sources import StreamFeed, StreamViews
+from jem.engine.stream import StreamSpec, render_batch
+from jem.errors import DataError
+from jem.sweep.space import set_dotted
+
+CORRUPT = {"zero.png": b"", "truncated.png": None, "garbage.jpg": b"not an image at all" * 10}
+
+
+def _png(rng: np.random.Generator, side: int = 32, mode: str = "RGB") -> bytes:
+    shape = (side, side, 3) if mode == "RGB" else (side, side)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def make_folder(root: Path, n_good: int, seed: int = 0) -> Path:
+    """``n_good`` random 32-px PNGs spread over nested folders (any names), plus the files of
+    :data:`CORRUPT` (empty, truncated, not an image), a hidden image and a text file (both ignored)."""
+    rng = np.random.default_rng(seed)
+    for i in range(n_good):
+        sub = root / f"part{i % 3}" / ("deeper" if i % 2 else "")
+        sub.mkdir(parents=True, exist_ok=True)
+        (sub / f"{i:05d} photo.png").write_bytes(_png(rng, mode="RGB" if i % 4 else "L"))
+    good = _png(rng)
+    for name, blob in CORRUPT.items():
+        (root / "part0" / name).write_bytes(good[: len(good) // 2] if blob is None else blob)
+    (root / "part1" / ".hidden.png").write_bytes(good)
+    (root / "part1" / "notes.txt").write_text("not an image")
+    return root
+
+
+def test_manifest_counts_and_hashes_without_decoding(tmp_path):
+    root = make_folder(tmp_path / "raw", 10)
+    expected = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in (".png", ".jpg")
+                      and not p.name.startswith("."))
+    assert len(expected) == 10 + len(CORRUPT)
+    m = stream_manifest(str(root))
+    assert m["files"] == count_files(str(root)) == len(expected)
+    assert m["bytes"] == sum(p.stat().st_size for p in expected)
+    assert sorted(stream_files(str(root))) == [str(p) for p in expected]
+    (root / "part2" / "new.webp").write_bytes(b"x")
+    m2 = stream_manifest(str(root))
+    assert (m2["files"], m2["bytes"]) == (m["files"] + 1, m["bytes"] + 1)
+    assert m2["list_sha256"] != m["list_sha256"]
+    os.utime(root / "part2" / "new.webp", ns=(1, 1))  # same names and sizes, one file edited
+    assert stream_manifest(str(root))["list_sha256"] != m2["list_sha256"]
+
+
+def test_check_pretrain_root_errors(tmp_path):
+    with pytest.raises(DataError, match="is not a folder"):
+        check_pretrain_root(str(tmp_path / "missing"))
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    (tmp_path / "empty" / "sub" / "readme.txt").write_text("x")
+    with pytest.raises(DataError, match="holds no image file"):
+        check_pretrain_root(str(tmp_path / "empty"))
+    (tmp_path / "empty" / "sub" / "a" / "b").mkdir(parents=True)
+    (tmp_path / "empty" / "sub" / "a" / "b" / "x.JPEG").write_bytes(b"")  # found by name, any depth, any case
+    check_pretrain_root(str(tmp_path / "empty"))
+
+
+def _spec(size: int = 16, channels: int = 3, n_global: int = 2, n_local: int = 1) -> StreamSpec:
+    cfg = parse_config(defaults_dict())
+    base = StreamSpec.for_run(cfg, size, channels)
+    return StreamSpec(size, channels, n_global, n_local, 7, base.view_a, base.view_b, base.local)
+
+
+def test_render_batch_skips_corrupt_files():
+    rng = np.random.default_rng(1)
+    good = _png(rng)
+    huge = io.BytesIO()
+    Image.new("L", (3000, 2000), 128).save(huge, format="PNG")  # decoded, then resized to 16 px
+    blobs = np.array([good, b"", good[:40], huge.getvalue(), b"GIF89a garbage"], dtype=object)
+    out = render_batch({"bytes": blobs}, _spec())
+    assert out["ok"].tolist() == [True, False, False, True, False]
+    assert sorted(out) == ["g0", "g1", "l0", "ok"]
+    for name, side in (("g0", 16), ("g1", 16), ("l0", 7)):
+        assert out[name].shape == (5, side, side, 3) and out[name].dtype == np.uint8
+        assert not out[name][~out["ok"]].any()  # bad rows: zeros
+    grey = out["g0"][3].astype(int)  # a uniform grey image stays near-grey through crop/jitter/blur
+    assert grey.std() < 40 and grey.mean() > 20
+
+
+class _Feed:
+    """A stand-in for a worker's dataset shard: ``parts`` dicts replayed on every pass."""
+
+    def __init__(self, parts: list[dict[str, np.ndarray]]) -> None:
+        self.parts = parts
+
+    def __call__(self, n: int):
+        for p in self.parts:
+            assert len(p["ok"]) <= n
+            yield p
+
+
+def _part(rows: int, bad: list[int], start: int) -> dict[str, np.ndarray]:
+    ok = np.ones(rows, dtype=bool)
+    ok[bad] = False
+    ids = np.arange(start, start + rows, dtype=np.uint8)
+    return {"ok": ok, "g0": np.broadcast_to(ids[:, None, None, None], (rows, 4, 4, 1)).copy(),
+            "g1": np.broadcast_to(ids[:, None, None, None], (rows, 4, 4, 1)).copy() + 100}
+
+
+def test_stream_views_recuts_exact_batches_and_holds_at_most_two():
+    batch = 8
+    sizes, bads = [8, 8, 3, 8, 8, 8, 5], [[0], [], [1, 2], [7], [], [2, 3, 4], []]
+    parts, start = [], 0
+    for n, bad in zip(sizes, bads):
+        parts.append(_part(n, bad, start))
+        start += n
+    good_ids = [i for p in parts for i, ok in zip(p["g0"][:, 0, 0, 0], p["ok"]) if ok]
+    src = StreamViews(StreamFeed(_Feed(parts), files=sum(sizes), columns=("g0", "g1")), 1, 4,
+                      torch.zeros(1, 1, 1, 1), torch.ones(1, 1, 1, 1), torch.device("cpu"))
+    for _ in range(2):  # every pass is the whole stream again
+        got = list(src.epoch(batch))
+        assert [len(a) for b in got for a in b] == [batch] * (2 * len(got))
+        assert len(got) == len(good_ids) // batch  # 41 good rows -> 5 full batches, 1 row dropped
+        flat = [int(v) for b in got for v in b[0][:, 0, 0, 0]]
+        assert flat == good_ids[: len(flat)]  # order kept, bad rows gone
+        assert all((b[1] == b[0] + 100).all() for b in got)  # the columns stay row-aligned
+        assert src.skipped == sum(len(b) for b in bads) == 7
+        assert src.delivered == 5 * batch
+        assert src.max_rows_held < 2 * batch  # never more than one incoming batch + a partial one
+    views = src.to_views(got[0])
+    assert len(views) == 2 and views[0].shape == (batch, 1, 4, 4) and views[0].dtype == torch.float32
+
+
+def test_config_refuses_methods_that_need_the_whole_set(tmp_path):
+    base = {"data.pretrain_root": str(tmp_path)}
+    parse_config(set_dotted(defaults_dict(), base))  # the default method streams
+    for method in ("deepcluster", "npid"):
+        with pytest.raises(ConfigError, match="whole training set"):
+            parse_config(set_dotted(defaults_dict(), {**base, "method": method}))
+
+
+def test_preflight_checks_the_folder(tmp_path):
+    from jem.preflight import check_run
+
+    root = make_folder(tmp_path / "raw", 5)
+    sets = {"data.pretrain_root": str(root), "train.batch_size": 8, "ray.num_cpus": 2}
+    check_run(parse_config(set_dotted(defaults_dict(), sets)))
+    with pytest.raises(ConfigError, match="exceeds the 8 image files"):
+        check_run(parse_config(set_dotted(defaults_dict(), {**sets, "train.batch_size": 9})))
+    with pytest.raises(DataError, match="is not a folder"):
+        check_run(parse_config(set_dotted(defaults_dict(), {**sets, "data.pretrain_root": str(tmp_path / "no")})))
+
+
+N_GOOD, BATCH, EPOCHS = 200, 32, 2
+
+
+@pytest.mark.e2e
+def test_pretrain_on_stream_counts_corrupt_files(tmp_path):
+    """A real Ray Train run (1 worker, a local Ray instance) on 200 PNGs + 3 corrupt files, evaluated
+    shape-wise on digits (8 px, one channel: the stream is decoded to that)."""
+    import json
+
+    from jem.augment.cache import build_view_cache
+    from jem.engine.run import pretrain
+    from jem.prepare import prepare
+
+    root = make_folder(tmp_path / "raw", N_GOOD)
+
+    raw = set_dotted(defaults_dict(), {"data.pretrain_root": str(root), "train.epochs": EPOCHS,
+                                       "train.batch_size": BATCH, "train.warmup_epochs": 0,
+                                       "eval.monitor_every": 0, "ray.num_cpus": 2, "ray.log_to_driver": False})
+    cfg = parse_config(raw)
+    prepared, views = tmp_path / "prepared", tmp_path / "views"
+    prepared.mkdir()
+    prepare(cfg, prepared)
+    build_view_cache(np.load(prepared / "train_x.npy", mmap_mode="r"), cfg.augment, views, cfg.seed, progress=False)
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps(stream_manifest(str(root))))
+    out = tmp_path / "run"
+    summary = pretrain(cfg, raw, prepared, views, out / "encoder", None, str(out / "ray"), progress=False,
+                       stream_manifest=manifest)
+    assert summary["stream_files"] == N_GOOD + len(CORRUPT)
+    assert summary["skipped_files"] == len(CORRUPT)
+    assert summary["stream_images"] == (N_GOOD // BATCH) * BATCH  # one pass, the last partial batch dropped
+    assert summary["steps_per_epoch"] == (N_GOOD + len(CORRUPT)) // BATCH
+    assert summary["stream_max_rows_held"] < 2 * BATCH
+    assert (out / "encoder" / "encoder.safetensors").is_file()
+    assert np.isfinite(summary["final_loss"])
+    (root / "part0" / "extra.png").write_bytes(_png(np.random.default_rng(3)))  # the folder changed
+    with pytest.raises(DataError, match="changed since the stream stage"):
+        pretrain(cfg, raw, prepared, views, out / "encoder2", None, str(out / "ray"), progress=False,
+                 stream_manifest=manifest)
