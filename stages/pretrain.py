@@ -25,6 +25,8 @@ def main() -> None:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--prepared", type=Path, default=Path("data/prepared"))
     ap.add_argument("--views", type=Path, default=Path("data/views"))
+    ap.add_argument("--stream", type=Path, default=Path("data/stream/manifest.json"),
+                    help="the stream stage's manifest of data.pretrain_root (read only when it is set)")
     ap.add_argument("--out", type=Path, default=Path("models/encoder"))
     ap.add_argument("--metrics", type=Path, default=Path("metrics/pretrain.json"))
     ap.add_argument("--full", type=Path, default=Path("metrics/pretrain-full.json"))
@@ -43,7 +45,10 @@ def main() -> None:
 
         storage = resolve_storage(cfg.ray.storage, Path(os.environ.get("DVC_ROOT", ".")))
         t0 = time.perf_counter()
-        summary = pretrain(cfg, raw, args.prepared, args.views, args.out, args.live, storage)
+        manifest = args.stream if cfg.data.pretrain_root else None
+        if manifest is not None and not manifest.exists():
+            raise FileNotFoundError(f"{manifest} not found: run the stream stage first (data.pretrain_root is set)")
+        summary = pretrain(cfg, raw, args.prepared, args.views, args.out, args.live, storage, stream_manifest=manifest)
         summary["wall_s"] = time.perf_counter() - t0
         summary["notes"] = method_notes(cfg, raw)  # what the method changed of the params (as validate says)
         write_json(args.full, summary)
