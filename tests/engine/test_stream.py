@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import io
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from uncurated_folder import CORRUPT, make_folder, png_bytes
 
 from jem.config import ConfigError, defaults_dict, parse_config
 from jem.data.stream import check_pretrain_root, count_files, stream_files, stream_manifest
@@ -20,31 +20,6 @@ from jem.engine.sources import StreamFeed, StreamViews
 from jem.engine.stream import StreamSpec, render_batch
 from jem.errors import DataError
 from jem.sweep.space import set_dotted
-
-CORRUPT = {"zero.png": b"", "truncated.png": None, "garbage.jpg": b"not an image at all" * 10}
-
-
-def _png(rng: np.random.Generator, side: int = 32, mode: str = "RGB") -> bytes:
-    shape = (side, side, 3) if mode == "RGB" else (side, side)
-    buf = io.BytesIO()
-    Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def make_folder(root: Path, n_good: int, seed: int = 0) -> Path:
-    """``n_good`` random 32-px PNGs spread over nested folders (any names), plus the files of
-    :data:`CORRUPT` (empty, truncated, not an image), a hidden image and a text file (both ignored)."""
-    rng = np.random.default_rng(seed)
-    for i in range(n_good):
-        sub = root / f"part{i % 3}" / ("deeper" if i % 2 else "")
-        sub.mkdir(parents=True, exist_ok=True)
-        (sub / f"{i:05d} photo.png").write_bytes(_png(rng, mode="RGB" if i % 4 else "L"))
-    good = _png(rng)
-    for name, blob in CORRUPT.items():
-        (root / "part0" / name).write_bytes(good[: len(good) // 2] if blob is None else blob)
-    (root / "part1" / ".hidden.png").write_bytes(good)
-    (root / "part1" / "notes.txt").write_text("not an image")
-    return root
 
 
 def test_manifest_counts_and_hashes_without_decoding(tmp_path):
@@ -84,7 +59,7 @@ def _spec(size: int = 16, channels: int = 3, n_global: int = 2, n_local: int = 1
 
 def test_render_batch_skips_corrupt_files():
     rng = np.random.default_rng(1)
-    good = _png(rng)
+    good = png_bytes(rng)
     huge = io.BytesIO()
     Image.new("L", (3000, 2000), 128).save(huge, format="PNG")  # decoded, then resized to 16 px
     blobs = np.array([good, b"", good[:40], huge.getvalue(), b"GIF89a garbage"], dtype=object)
@@ -197,7 +172,7 @@ def test_pretrain_on_stream_counts_corrupt_files(tmp_path):
     assert summary["stream_max_rows_held"] < 2 * BATCH
     assert (out / "encoder" / "encoder.safetensors").is_file()
     assert np.isfinite(summary["final_loss"])
-    (root / "part0" / "extra.png").write_bytes(_png(np.random.default_rng(3)))  # the folder changed
+    (root / "part0" / "extra.png").write_bytes(png_bytes(np.random.default_rng(3)))  # the folder changed
     with pytest.raises(DataError, match="changed since the stream stage"):
         pretrain(cfg, raw, prepared, views, out / "encoder2", None, str(out / "ray"), progress=False,
                  stream_manifest=manifest)
