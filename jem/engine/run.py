@@ -131,6 +131,12 @@ def progress_mode(enabled: bool) -> str:
     return "bar" if sys.stderr.isatty() else "lines"
 
 
+def _whole_pass_split() -> Any:
+    from jem.engine.stream import WholePassSplit
+
+    return WholePassSplit()
+
+
 def make_trainer(cfg: Config, raw_params: dict[str, Any], prepared: Path, views: Path, *, name: str,
                  storage: str, live_dir: Path | None = None, progress: bool = False,
                  callbacks: Sequence[Any] = (), gpus_per_worker: float | None = None,
@@ -152,6 +158,7 @@ def make_trainer(cfg: Config, raw_params: dict[str, Any], prepared: Path, views:
                            "live": str(Path(live_dir).resolve()) if live_dir else None,
                            "progress": progress_mode(progress)} | ({"stream": stream[1]} if stream else {}),
         datasets={"train": stream[0]} if stream else None,
+        dataset_config=_whole_pass_split() if stream else None,
         scaling_config=ray.train.ScalingConfig(num_workers=cfg.train.workers, use_gpu=gpus > 0,
                                                resources_per_worker=resources,
                                                placement_strategy=cfg.ray.placement_strategy),

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from ray.train import DataConfig
 
 from jem.augment.cache import local_recipe, local_size
 from jem.augment.recipe import apply_view, sample_view_params, to_float_nchw, to_uint8_nhwc
@@ -106,6 +107,25 @@ def render_batch(batch: dict[str, np.ndarray], spec: StreamSpec) -> dict[str, np
     for j in range(spec.n_local):
         out[f"l{j}"] = render(spec.local, spec.local_size)
     return out
+
+
+class WholePassSplit(DataConfig):
+    """Ray Train's data config with one change: the stream is split among the workers with
+    ``equal=False``. Ray's default (``equal=True``) drops up to ``workers - 1`` rows per pass to even
+    the shares out, and an undecodable file among them would go uncounted; here every file reaches a
+    worker (blocks of :data:`RENDER_ROWS` rows go to whichever worker asks next, so the shares stay
+    close) and the loop's lock-step ends the epoch when the first worker runs out."""
+
+    def configure(self, datasets: dict[str, Any], world_size: int, worker_handles: Any, worker_node_ids: Any,
+                  **kwargs: Any) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = [{} for _ in range(world_size)]
+        hints = worker_node_ids if self._enable_shard_locality else None
+        for name, ds in datasets.items():
+            ds = ds.copy(ds)
+            ds.context.execution_options = self._resolve_execution_options(name)
+            for i, split in enumerate(ds.streaming_split(world_size, equal=False, locality_hints=hints)):
+                out[i][name] = split
+        return out
 
 
 def build_stream(files: list[str], spec: StreamSpec) -> Any:

@@ -6,6 +6,7 @@ skips pretraining; adding one image changes the manifest and re-runs pretraining
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -50,3 +51,50 @@ def test_dvc_repro_streams_counts_corrupt_files_and_reruns_on_change(tmp_path):
     out = _sh(["dvc", "repro", "pretrain"], repo)
     assert "Running stage 'pretrain'" in out.stdout + out.stderr
     assert json.loads((repo / "metrics" / "pretrain-full.json").read_text())["stream_files"] == N_GOOD + 4
+
+
+def test_two_node_cluster_trains_on_the_stream(tmp_path):
+    """One Ray Train worker on each node of a 2-node ``ray.cluster_utils`` cluster (2 logical CPUs
+    each: one for the worker, one for the stream's tasks). The files are read by tasks pinned to the
+    driver's (head) node; both workers get their views through ``get_dataset_shard``, and every
+    corrupt file is counted once over the two shares."""
+    from ray._common.utils import get_ray_address_file
+    from ray.cluster_utils import Cluster
+
+    from jem.augment.cache import build_view_cache
+    from jem.config import defaults_dict, parse_config
+    from jem.engine.run import pretrain
+    from jem.prepare import prepare
+    from jem.sweep.space import set_dotted
+
+    root = make_folder(tmp_path / "raw", N_GOOD)
+    address_file = Path(get_ray_address_file(None))
+    before = address_file.read_text() if address_file.exists() else None
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
+    if before is None:  # Cluster() advertises itself machine-wide as "the current cluster"; undo that
+        address_file.unlink(missing_ok=True)
+    else:
+        address_file.write_text(before)
+    try:
+        cluster.add_node(num_cpus=2)
+        cluster.wait_for_nodes()
+        raw = set_dotted(defaults_dict(), {
+            "data.pretrain_root": str(root), "train.epochs": 2, "train.batch_size": 32, "train.workers": 2,
+            "train.warmup_epochs": 0, "eval.monitor_every": 0, "ray.log_to_driver": False,
+            "ray.address": cluster.address, "ray.placement_strategy": "SPREAD"})
+        cfg = parse_config(raw)
+        prepared, views = tmp_path / "prepared", tmp_path / "views"
+        prepared.mkdir()
+        prepare(cfg, prepared)
+        build_view_cache(np.load(prepared / "train_x.npy", mmap_mode="r"), cfg.augment, views, cfg.seed,
+                         progress=False)
+        summary = pretrain(cfg, raw, prepared, views, tmp_path / "encoder", None, str(tmp_path / "ray"),
+                           progress=False)
+    finally:
+        cluster.shutdown()
+    assert summary["workers"] == 2 and summary["nodes"] == 2
+    assert summary["replica_param_spread"] == 0.0
+    assert summary["skipped_files"] == len(CORRUPT)  # summed over both workers' shares: each file once
+    assert summary["stream_files"] == N_GOOD + len(CORRUPT)
+    assert 0 < summary["stream_images"] <= N_GOOD and summary["stream_images"] % 32 == 0
+    assert np.isfinite(summary["final_loss"])
