@@ -90,11 +90,15 @@ class Worker:
 def _load_data(cfg: Config, prepared: Path, views: Path, device: torch.device, channels_last: bool,
                feed: StreamFeed | None = None) -> tuple[dict[str, Any], CachedViews | DeviceAugment | StreamViews,
                                                         np.ndarray]:
-    """(stats.json, the batch source, the un-augmented training images)."""
-    stats = json.loads((prepared / "stats.json").read_text())
+    """(stats.json, the batch source, the un-augmented training images). A streamed run (``feed``)
+    reads no file: its stats come with the feed, and it has no training-image array (the methods
+    that would read one are refused with ``data.pretrain_root``)."""
+    stats = feed.stats if feed is not None else json.loads((prepared / "stats.json").read_text())
     mean = torch.tensor(stats["mean"], device=device).view(1, -1, 1, 1)
     std = torch.tensor(stats["std"], device=device).view(1, -1, 1, 1)
     source = make_source(cfg, prepared, views, mean, std, device, channels_last, feed)
+    if feed is not None:
+        return stats, source, np.zeros((0, feed.size, feed.size, feed.channels), dtype=np.uint8)
     pretrain_file = prepared / "pretrain_x.npy"
     train_images = np.load(pretrain_file if pretrain_file.exists() else prepared / "train_x.npy", mmap_mode="r")
     return stats, source, train_images
@@ -225,8 +229,8 @@ def run_stream_epoch(w: Worker, source: StreamViews, epoch: int, monitor: Monito
 def train_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     """Ray Train worker entry point. ``config``: {"params": raw params mapping, "prepared": dir,
     "views": dir, "live": dvclive dir or None, "progress": "bar" | "lines" | "off", and with
-    ``data.pretrain_root`` "stream": {"files": count, "columns": view columns}}. Returns the run
-    summary on rank 0."""
+    ``data.pretrain_root`` "stream": {"files", "columns", "size", "channels", "stats"}}. Returns the
+    run summary on rank 0."""
     import ray.train
 
     cfg = parse_config(config["params"])
@@ -234,8 +238,10 @@ def train_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     feed = None
     if config.get("stream"):  # data.pretrain_root: this worker's share of the Ray Data stream
         shard = ray.train.get_dataset_shard("train")
+        meta = config["stream"]
         feed = StreamFeed(lambda n: shard.iter_batches(batch_size=n, batch_format="numpy", prefetch_batches=1),
-                          int(config["stream"]["files"]), tuple(config["stream"]["columns"]))
+                          int(meta["files"]), tuple(meta["columns"]), int(meta["size"]), int(meta["channels"]),
+                          dict(meta["stats"]))
     w = setup(cfg, tctx.get_world_rank(), tctx.get_world_size(), Path(config["prepared"]), Path(config["views"]),
               feed)
     start_epoch, history = resume(w.method, w.optimizer)

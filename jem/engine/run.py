@@ -244,7 +244,9 @@ def pretrain(cfg: Config, raw_params: dict[str, Any], prepared: Path, views: Pat
 
             _, h, _, c = np.load(prepared / "train_x.npy", mmap_mode="r").shape
             spec = StreamSpec.for_run(cfg, int(h), int(c))
-            stream = (build_stream(files, spec), {"files": len(files), "columns": spec.columns()})
+            stats = json.loads((prepared / "stats.json").read_text())
+            stream = (build_stream(files, spec), {"files": len(files), "columns": spec.columns(), "size": spec.size,
+                                                  "channels": spec.channels, "stats": stats})
         trainer = make_trainer(cfg, raw_params, prepared, views, name=name, storage=storage, live_dir=live_dir,
                                progress=progress, stream=stream)
         try:

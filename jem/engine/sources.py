@@ -167,11 +167,16 @@ class StreamFeed:
     """Where a worker's streamed views come from: ``batches(n)`` starts one pass over this worker's
     share of the stream and yields dicts of numpy columns of at most ``n`` rows (``ok`` plus one uint8
     column per view, see :func:`jem.engine.stream.render_batch`); ``files`` is the manifest's file
-    count, which plans the learning-rate schedule; ``columns`` names the view columns in order."""
+    count, which plans the learning-rate schedule; ``columns`` names the view columns in order;
+    ``size`` and ``channels`` are the global views' (the labelled set's); ``stats`` is the prepared
+    set's ``stats.json`` (mean, std), sent by the driver so a worker reads no file of the checkout."""
 
     batches: Callable[[int], Iterable[dict[str, Any]]]
     files: int
     columns: tuple[str, ...]
+    size: int
+    channels: int
+    stats: dict[str, Any]
 
 
 class StreamViews:
@@ -237,8 +242,7 @@ def make_source(cfg: Config, prepared: Path, views: Path, mean: torch.Tensor, st
     if cfg.data.pretrain_root:
         if feed is None:
             raise ValueError(f"data.pretrain_root = {cfg.data.pretrain_root!r} but no stream was handed to the worker")
-        _, h, _, c = np.load(prepared / "train_x.npy", mmap_mode="r").shape
-        return StreamViews(feed, int(c), int(h), mean, std, device, channels_last)
+        return StreamViews(feed, feed.channels, feed.size, mean, std, device, channels_last)
     cache = ViewCache(views)
     if cache.views_per_image > 0:
         return CachedViews(cache, mean, std, device, channels_last)

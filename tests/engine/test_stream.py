@@ -101,7 +101,8 @@ def test_stream_views_recuts_exact_batches_and_holds_at_most_two():
         parts.append(_part(n, bad, start))
         start += n
     good_ids = [i for p in parts for i, ok in zip(p["g0"][:, 0, 0, 0], p["ok"]) if ok]
-    src = StreamViews(StreamFeed(_Feed(parts), files=sum(sizes), columns=("g0", "g1")), 1, 4,
+    src = StreamViews(StreamFeed(_Feed(parts), files=sum(sizes), columns=("g0", "g1"), size=4, channels=1,
+                                 stats={"mean": [0.0], "std": [1.0]}), 1, 4,
                       torch.zeros(1, 1, 1, 1), torch.ones(1, 1, 1, 1), torch.device("cpu"))
     for _ in range(2):  # every pass is the whole stream again
         got = list(src.epoch(batch))
