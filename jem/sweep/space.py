@@ -112,7 +112,9 @@ def parse_sweep(raw: Any, base: dict) -> tuple[SweepConfig, dict, list[Dim]]:
     t = scfg.trial
     trial_base = set_dotted(trial_base, {"train.workers": t.workers, "train.cpus_per_worker": t.cpus_per_worker,
                                          "train.use_gpu": t.gpus_per_worker > 0, "train.max_failures": t.max_failures})
-    parse_config(trial_base)
+    if parse_config(trial_base).data.pretrain_root or "data.pretrain_root" in space:
+        raise ConfigError("data.pretrain_root is set, but sweeps do not stream an uncurated folder yet (their trials "
+                          "train on the prepared set); set sweep.overrides.data.pretrain_root: ''")
     if not space:
         raise ConfigError("sweep.space is empty; declare at least one key to search")
     dims = [_parse_dim(key, spec, trial_base) for key, spec in space.items()]

@@ -42,6 +42,8 @@ def test_parse_sweep_builds_trial_base_and_space():
     ({"trial": {"cpus_per_worker": 0}}, "sweep.trial.cpus_per_worker = 0"),
     ({"asha": {"grace_period": 9}}, "grace_period = 9 exceeds"),
     ({"metrik": "loss"}, "unknown key sweep.metrik; did you mean sweep.metric?"),
+    ({"overrides": {"data": {"pretrain_root": "/raw"}}}, "sweeps do not stream an uncurated folder yet"),
+    ({"space": {"data.pretrain_root": {"grid": ["", "/raw"]}}}, "sweeps do not stream an uncurated folder yet"),
 ])
 def test_parse_sweep_rejects_bad_input_with_one_line(bad, message):
     with pytest.raises(ConfigError) as err:
