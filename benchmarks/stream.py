@@ -1,0 +1,171 @@
+"""The uncurated stream (``data.pretrain_root``): peak memory against the folder's size, and
+throughput against the view cache (issue 17's targets).
+
+1. Memory: generated folders of 64-px PNGs (default 5,000 and 20,000 images); for each, the stage
+   scripts ``prepare``, ``stream`` and ``pretrain`` run as subprocesses with the same params, and
+   the peak resident memory of each stage's process tree (the stage, the Ray instance it starts and
+   its workers; sampled every 20 ms) is recorded. Target: the peak grows by less than 30% when the
+   folder grows 4x.
+2. Throughput: the prepared training images of the labelled set written out as PNGs, so the stream
+   and the view cache train on the same images; ``views_per_s`` of the pretrain stage through the
+   stream against the same run through the view cache (``augment`` stage first), and against
+   on-device augmentation (``augment.views_per_image: 0``: fresh views every epoch, as the stream).
+   Target: within 20% of the view cache. ``views_per_s`` is over each whole epoch, so the stream's
+   start-up per pass (Ray Data tasks, their imports) counts against it.
+
+Peak memory is the sum of the resident sets of the stage's process tree: Ray's processes map the
+shared object store, so the absolute numbers over-count; compare the two sizes, not with other
+benchmarks.
+
+Evaluation runs on ``--dataset`` (digits by default: the stream is decoded to its side and
+channels). Runs in a scratch folder; the repository's own outputs are not touched. One JSON line
+per run, and everything in ``--out``:
+
+    python -m benchmarks.stream --out /tmp/stream-bench.json            # 15-25 min on 2 CPUs (estimate)
+    python -m benchmarks.stream --sizes 300 1200 --epochs 1 --out /tmp/s.json   # smoke: 3 min 49 s measured
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from PIL import Image
+
+from benchmarks.run import ProcessMonitor
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_folder(root: Path, n: int, side: int, seed: int) -> None:
+    """``n`` smooth random RGB PNGs of ``side`` px (blurred noise: sizes like photos', not like noise),
+    100 per sub-folder."""
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        small = rng.integers(0, 256, (side // 8, side // 8, 3), dtype=np.uint8)
+        img = Image.fromarray(small).resize((side, side), Image.Resampling.BILINEAR)
+        folder = root / f"{i // 100:04d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()
+        img.save(buf, format="PNG")
+        (folder / f"{i:06d}.png").write_bytes(buf.getvalue())
+
+
+def write_prepared_as_pngs(prepared: Path, root: Path) -> int:
+    """The prepared training images as PNG files (the same images the view cache is built from)."""
+    x = np.load(prepared / "train_x.npy")
+    root.mkdir(parents=True, exist_ok=True)
+    for i, img in enumerate(x):
+        Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img).save(root / f"{i:05d}.png")
+    return len(x)
+
+
+def stage(args: list[str], work: Path) -> tuple[float, float]:
+    """Run ``python stages/<args>`` from the repository root; (peak RSS of its process tree in MB, s)."""
+    t0 = time.perf_counter()
+    with ProcessMonitor() as mon:
+        proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, env={**_env(), "DVC_ROOT": str(work)})
+        out, _ = proc.communicate()
+    if proc.returncode != 0:
+        raise SystemExit(f"{args[0]} failed ({proc.returncode}):\n{out[-3000:]}")
+    return mon.peak / 2**20, time.perf_counter() - t0
+
+
+def _env() -> dict[str, str]:
+    import os
+
+    return dict(os.environ)
+
+
+def params_file(work: Path, base: dict[str, Any], **sets: Any) -> Path:
+    raw = json.loads(json.dumps(base))
+    for key, value in sets.items():
+        node = raw
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    path = work / f"params-{abs(hash(json.dumps(sets, sort_keys=True)))}.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def pipeline(params: Path, work: Path, tag: str, stream: bool, views: bool) -> dict[str, Any]:
+    """prepare (+ augment) (+ stream) + pretrain with ``params``; peaks and the pretrain summary."""
+    d = work / tag
+    prepared, cache, manifest = d / "prepared", d / "views", d / "manifest.json"
+    row: dict[str, Any] = {"run": tag}
+    row["prepare_peak_mb"], row["prepare_s"] = stage(["stages/prepare.py", "--params", str(params),
+                                                     "--out", str(prepared)], work)
+    if views:
+        row["augment_peak_mb"], _ = stage(["stages/augment.py", "--params", str(params), "--prepared", str(prepared),
+                                           "--out", str(cache)], work)
+    if stream:
+        row["stream_peak_mb"], row["stream_s"] = stage(["stages/stream.py", "--params", str(params),
+                                                        "--out", str(manifest)], work)
+    row["pretrain_peak_mb"], row["pretrain_s"] = stage(
+        ["stages/pretrain.py", "--params", str(params), "--prepared", str(prepared), "--views", str(cache),
+         "--stream", str(manifest), "--out", str(d / "encoder"), "--metrics", str(d / "pretrain.json"),
+         "--full", str(d / "pretrain-full.json"), "--live", str(d / "live")], work)
+    full = json.loads((d / "pretrain-full.json").read_text())
+    row.update({k: full.get(k) for k in ("views_per_s", "final_loss", "stream_files", "skipped_files",
+                                        "stream_images", "stream_max_rows_held", "steps_per_epoch")})
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs=2, default=[5000, 20000], help="the two folder sizes (images)")
+    ap.add_argument("--side", type=int, default=64)
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--dataset", default="digits")
+    ap.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temp folder)")
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    work = args.work or Path(tempfile.mkdtemp(prefix="jem-stream-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    base = yaml.safe_load((ROOT / "params.yaml").read_text())
+    common = {"dataset": args.dataset, "train.epochs": args.epochs, "eval.monitor_every": 0,
+              "ray.log_to_driver": False, "ray.storage": str(work / "ray")}
+    rows = []
+    for n in args.sizes:  # 1. memory against the folder's size
+        folder = work / f"folder-{n}"
+        if not folder.exists():
+            write_folder(folder, n, args.side, seed=n)
+        params = params_file(work, base, **common, **{"data.pretrain_root": str(folder)})
+        rows.append(pipeline(params, work, f"stream-{n}", stream=True, views=True))
+    peak = [max(r["prepare_peak_mb"], r["stream_peak_mb"], r["pretrain_peak_mb"]) for r in rows]
+    memory = {"sizes": args.sizes, "peak_mb": peak, "growth": peak[1] / peak[0] - 1}
+    print(json.dumps({"memory": memory}), flush=True)
+
+    # 2. throughput on the same small set: the view cache against the stream of its own images as PNGs
+    cached = pipeline(params_file(work, base, **common), work, "cache", stream=False, views=True)
+    pngs = work / "prepared-as-png"
+    write_prepared_as_pngs(work / "cache" / "prepared", pngs)
+    streamed = pipeline(params_file(work, base, **common, **{"data.pretrain_root": str(pngs)}), work,
+                        "stream-same-set", stream=True, views=True)
+    # fresh views every epoch without Ray Data: on-device augmentation of the same prepared images
+    device = pipeline(params_file(work, base, **common, **{"augment.views_per_image": 0}), work, "device",
+                      stream=False, views=True)
+    speed = {"cache_views_per_s": cached["views_per_s"], "device_views_per_s": device["views_per_s"],
+             "stream_views_per_s": streamed["views_per_s"],
+             "stream_over_cache": streamed["views_per_s"] / cached["views_per_s"],
+             "stream_over_device": streamed["views_per_s"] / device["views_per_s"]}
+    print(json.dumps({"throughput": speed}), flush=True)
+    args.out.write_text(json.dumps({"runs": rows + [cached, streamed, device], "memory": memory, "throughput": speed,
+                                    "epochs": args.epochs, "side": args.side, "dataset": args.dataset}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
