@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -43,7 +44,8 @@ def test_files_shapes_and_meta(built: Path) -> None:
     assert glob.std() > 10 and loc.std() > 10  # real images, not zeros
     assert json.loads((built / "meta.json").read_text()) == {
         "num_images": N, "views_per_image": 3, "size": S, "channels": 3, "local_crops": 2,
-        "local_size": ls, "seed": 3, "version": 1}
+        "local_size": ls, "seed": 3, "version": 1,
+        "sha256": {name: hashlib.sha256((built / name).read_bytes()).hexdigest() for name in ("global.npy", "local.npy")}}
 
 
 def test_deterministic_and_chunk_independent(images: np.ndarray, built: Path, tmp_path: Path) -> None:
