@@ -134,6 +134,9 @@ def build_stream(files: list[str], spec: StreamSpec) -> Any:
     import ray
     import ray.data
 
+    quiet = ray.data.DataContext.get_current()  # the dataset keeps this context: the stage log stays readable
+    quiet.enable_progress_bars = False
+    quiet.print_on_execution_start = False
     here = {"ray.io/node-id": ray.get_runtime_context().get_node_id()}  # Ray's own label of every node
     ds = ray.data.read_binary_files(files, label_selector=here)
     return ds.map_batches(partial(render_batch, spec=spec), batch_size=RENDER_ROWS, batch_format="numpy")
