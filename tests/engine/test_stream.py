@@ -177,3 +177,13 @@ def test_pretrain_on_stream_counts_corrupt_files(tmp_path):
     with pytest.raises(DataError, match="changed since the stream stage"):
         pretrain(cfg, raw, prepared, views, out / "encoder2", None, str(out / "ray"), progress=False,
                  stream_manifest=manifest)
+
+
+def test_local_instance_keeps_a_cpu_for_the_stream():
+    from jem.engine.run import _check_stream_cpus
+    from jem.errors import RayUnavailable
+
+    sets = {"data.pretrain_root": "/raw", "ray.num_cpus": 2, "train.cpus_per_worker": 1.0}
+    _check_stream_cpus(parse_config(set_dotted(defaults_dict(), {**sets, "train.workers": 1})))
+    with pytest.raises(RayUnavailable, match="needs 1 CPU beside train.workers=2"):
+        _check_stream_cpus(parse_config(set_dotted(defaults_dict(), {**sets, "train.workers": 2})))
