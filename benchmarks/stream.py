@@ -118,6 +118,8 @@ def pipeline(params: Path, work: Path, tag: str, stream: bool, views: bool) -> d
          "--stream", str(manifest), "--out", str(d / "encoder"), "--metrics", str(d / "pretrain.json"),
          "--full", str(d / "pretrain-full.json"), "--live", str(d / "live")], work)
     full = json.loads((d / "pretrain-full.json").read_text())
+    curve = (d / "live" / "plots" / "metrics" / "train" / "views_per_s.tsv").read_text().split()
+    row["last_epoch_views_per_s"] = float(curve[-1])  # after the stream's start-up (with --epochs >= 2)
     row.update({k: full.get(k) for k in ("views_per_s", "final_loss", "stream_files", "skipped_files",
                                         "stream_images", "stream_max_rows_held", "steps_per_epoch")})
     print(json.dumps(row), flush=True)
@@ -161,7 +163,8 @@ def main() -> None:
     speed = {"cache_views_per_s": cached["views_per_s"], "device_views_per_s": device["views_per_s"],
              "stream_views_per_s": streamed["views_per_s"],
              "stream_over_cache": streamed["views_per_s"] / cached["views_per_s"],
-             "stream_over_device": streamed["views_per_s"] / device["views_per_s"]}
+             "stream_over_device": streamed["views_per_s"] / device["views_per_s"],
+             "last_epoch_stream_over_cache": streamed["last_epoch_views_per_s"] / cached["last_epoch_views_per_s"]}
     print(json.dumps({"throughput": speed}), flush=True)
     args.out.write_text(json.dumps({"runs": rows + [cached, streamed, device], "memory": memory, "throughput": speed,
                                     "epochs": args.epochs, "side": args.side, "dataset": args.dataset}, indent=2))

@@ -191,7 +191,8 @@ def run_stream_epoch(w: Worker, source: StreamViews, epoch: int, monitor: Monito
     """One epoch on the ``data.pretrain_root`` stream: one pass over the folder. Steps run while every
     worker has a full batch, at most the planned ``steps_per_epoch`` (which keeps the learning-rate
     schedule's step numbering); then each worker reads the rest of its share, so the files that did
-    not decode are all counted (``skipped_files``: summed over workers, per pass)."""
+    not decode are all counted (``skipped_files``: summed over workers, per pass; ``stream_images``:
+    the images trained on in this pass)."""
     cfg, method = w.cfg, w.method
     w.model.train()
     method.on_epoch_start(EpochData(epoch, w.train_images, w.stats["mean"], w.stats["std"], w.device, w.comm))
@@ -214,8 +215,7 @@ def run_stream_epoch(w: Worker, source: StreamViews, epoch: int, monitor: Monito
     elapsed = time.perf_counter() - t0
     for _ in batches:  # the rest of this worker's share: one whole pass, every bad file counted
         pass
-    counts = torch.tensor([source.skipped, source.delivered], dtype=torch.float64)
-    skipped, delivered = (float(v) * w.world for v in dist.all_reduce_mean_nograd(counts))
+    skipped = float(dist.all_reduce_mean_nograd(torch.tensor(float(source.skipped), dtype=torch.float64))) * w.world
     if done == 0:
         raise ValueError(f"the data.pretrain_root stream gave no full batch of {cfg.train.batch_size} images per worker "
                          f"in epoch {epoch} ({skipped:.0f} of its files did not decode); lower train.batch_size")
@@ -223,7 +223,7 @@ def run_stream_epoch(w: Worker, source: StreamViews, epoch: int, monitor: Monito
     n_views = method.n_global + method.n_local
     return {"epoch": epoch, "loss": mean_loss, "lr": w.optimizer.param_groups[0]["lr"],
             "views_per_s": done * cfg.train.batch_size * w.world * n_views / elapsed, "epoch_s": elapsed,
-            "steps": done, "skipped_files": skipped, "stream_images": delivered}
+            "steps": done, "skipped_files": skipped, "stream_images": done * cfg.train.batch_size * w.world}
 
 
 def train_worker(config: dict[str, Any]) -> dict[str, Any] | None:
