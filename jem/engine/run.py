@@ -225,7 +225,7 @@ def pretrain(cfg: Config, raw_params: dict[str, Any], prepared: Path, views: Pat
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     gpus = 1.0 if cfg.train.use_gpu else 0.0
     local = not cluster_address(cfg.ray)
-    verify_prepared(prepared)  # the arrays the workers read are those prepare and augment wrote (SHA-256)
+    verify_prepared(prepared, skip=("test_",))  # the arrays the workers read are those prepare and augment wrote (SHA-256)
     verify_view_cache(views)
     check_local_fit(cfg.ray, cfg.train.workers, cfg.train.cpus_per_worker, gpus, "pretrain")  # before Ray starts
     if files and local:

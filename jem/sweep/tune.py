@@ -173,7 +173,7 @@ def run_sweep(scfg: SweepConfig, trial_base: dict, dims: list[Dim], prepared: Pa
     from jem.engine.run import data_fingerprint, remove_run
     from jem.engine.session import check_resources
 
-    verify_prepared(prepared)
+    verify_prepared(prepared, skip=("test_",))  # a sweep never opens the test split
     t = scfg.trial
     if local:
         check_resources(t.workers, t.cpus_per_worker, t.gpus_per_worker, "one sweep trial", "sweep.trial")
