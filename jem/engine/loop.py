@@ -160,7 +160,8 @@ def run_epoch(w: Worker, epoch: int, monitor: Monitor) -> dict[str, float]:
     w.model.train()
     shards = epoch_shards(cfg.seed, epoch, w.source.num_images, steps, w.world, cfg.train.batch_size)[:, w.rank]
     view_rng = np.random.default_rng([cfg.seed, epoch, w.rank, 1])
-    method.on_epoch_start(EpochData(epoch, w.train_images, w.stats["mean"], w.stats["std"], w.device, w.comm))
+    method.on_epoch_start(EpochData(epoch, w.train_images, w.stats["mean"], w.stats["std"], w.device, w.comm,
+                                     w.steps_per_epoch))
     loss_sum = torch.zeros((), dtype=torch.float64)
     t0 = time.perf_counter()
     for i in range(steps):
@@ -195,7 +196,8 @@ def run_stream_epoch(w: Worker, source: StreamViews, epoch: int, monitor: Monito
     the images trained on in this pass)."""
     cfg, method = w.cfg, w.method
     w.model.train()
-    method.on_epoch_start(EpochData(epoch, w.train_images, w.stats["mean"], w.stats["std"], w.device, w.comm))
+    method.on_epoch_start(EpochData(epoch, w.train_images, w.stats["mean"], w.stats["std"], w.device, w.comm,
+                                     w.steps_per_epoch))
     loss_sum = torch.zeros((), dtype=torch.float64)
     batches = source.epoch(cfg.train.batch_size)
     done = 0

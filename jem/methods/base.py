@@ -57,6 +57,7 @@ class EpochData:
     std: list[float]
     device: torch.device
     comm: Comm = field(default_factory=current_comm)
+    steps_per_epoch: int = 1  # training steps per epoch (for cadences counted in steps)
 
     @property
     def rank(self) -> int:

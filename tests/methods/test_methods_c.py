@@ -98,3 +98,14 @@ def test_one_view_methods_and_invalid_settings():
         npid.on_epoch_start(_epoch_data(np.zeros((N, 8, 8, 1), dtype=np.uint8)))
     with pytest.raises(ValueError, match="top_k"):
         get_method_class("data2vec")(VIT, [32, 16], parse_config({"method": "data2vec"}).method_params)
+
+
+@pytest.mark.parametrize("steps_per_epoch, relabel_steps, expected", [
+    (5, 25, [0, 5, 10, 15]),  # digits (5 steps an epoch): every 5 epochs, the old epoch cadence
+    (39, 25, list(range(16))),  # Fashion-MNIST 10k (39 steps): every epoch
+    (10, 25, [0, 3, 5, 8, 10, 13, 15]),  # first epoch starting at/after steps 25, 50, 75, ...
+])
+def test_sela_relabels_at_a_cadence_counted_in_steps(steps_per_epoch, relabel_steps, expected):
+    method, _ = _build("sela", {"relabel_steps": relabel_steps})
+    due = [e for e in range(16) if method.relabel_due(e, steps_per_epoch)]
+    assert due == expected
