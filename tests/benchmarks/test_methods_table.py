@@ -49,3 +49,14 @@ def test_docs_table_is_replaced_between_its_markers_only(tmp_path):
                                "<!-- /table:methods-digits -->\noutro\n")
     assert not sync_docs(doc, "fashion-mnist", "x")  # no markers for that protocol: the page is left alone
     assert "| new | table |" in doc.read_text()
+
+
+def test_a_rows_own_settings_are_in_its_budget_and_under_the_table():
+    own = ["model.depth=4", "model.patch_size=7"]
+    rows = aggregate([_run("data2vec", 0, 0.5, 0.7, method_sets=own), _run("vicreg", 0, 0.6, 0.7)], "dataset=x")
+    by = {r["method"]: r for r in rows}
+    assert by["data2vec"]["budget"] == "dataset=x model.depth=4 model.patch_size=7"
+    assert by["vicreg"]["budget"] == "dataset=x" and "method_sets" not in by["vicreg"]
+    assert "data2vec: `model.depth=4 model.patch_size=7`" in markdown(rows, "h")
+    # the shipped data2vec setting is a valid configuration (top_k within the smaller depth)
+    assert "methods.data2vec.top_k=4" in PROTOCOLS["fashion-mnist"]["method_sets"]["data2vec"]
