@@ -249,6 +249,13 @@ def sync_docs(doc: Path, protocol: str, table: str) -> bool:
     return True
 
 
+def kept_runs(old: dict[str, Any], budget: str, planned: list[tuple[int, str]], fresh: bool) -> list[dict[str, Any]]:
+    """The runs of an earlier results file that stay: all of them at the same budget (none at another),
+    less the planned (seed, method) pairs when ``fresh`` asks to measure those again."""
+    runs: list[dict[str, Any]] = old.get("runs", []) if old.get("budget") == budget else []
+    return [r for r in runs if (r["seed"], r["method"]) not in set(planned)] if fresh else runs
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--protocol", default="digits", choices=sorted(PROTOCOLS))
@@ -256,7 +263,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="comma-separated names, or 'all' (every registered image method; avid and avid_cma "
                          "need an audio-visual data set)")
     ap.add_argument("--seeds", default=None, help="comma-separated seeds for every method (default: the protocol's)")
-    ap.add_argument("--fresh", action="store_true", help="measure again what the results file already holds")
+    ap.add_argument("--fresh", action="store_true",
+                    help="measure the planned (method, seed) pairs again even where the results file holds them "
+                         "(its other runs are kept)")
     ap.add_argument("--out", default=None, help="output stem (default benchmarks/results/methods-<protocol>)")
     ap.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
                     help="one more `-S` setting on top of the protocol's (repeatable): a recipe probe. Needs --out, "
@@ -279,9 +288,10 @@ def main(argv: list[str] | None = None) -> None:
     stem = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"methods-{args.protocol}"
     path = stem.with_suffix(".json")
     old = json.loads(path.read_text()) if path.exists() else {}
-    runs: list[dict[str, Any]] = [] if args.fresh or old.get("budget") != budget else old.get("runs", [])
+    planned = plan(names, args.seeds, proto["seeds"])
+    runs = kept_runs(old, budget, planned, args.fresh)
     done = {(r["seed"], r["method"]) for r in runs if "error" not in r}
-    todo = [p for p in plan(names, args.seeds, proto["seeds"]) if p not in done]
+    todo = [p for p in planned if p not in done]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                             text=True, check=True).stdout.strip()
     header = (f"### {args.protocol}: every method through `dvc exp run`, mean ± std over seeds\n\n"

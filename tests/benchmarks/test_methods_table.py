@@ -3,7 +3,7 @@ failed runs are named and left out, and the seed plan is seed-major."""
 
 import math
 
-from benchmarks.methods import COMPARED, PROTOCOLS, aggregate, markdown, plan
+from benchmarks.methods import COMPARED, PROTOCOLS, aggregate, kept_runs, markdown, plan
 
 
 def _run(method, seed, knn, linear, **kw):
@@ -60,3 +60,11 @@ def test_a_rows_own_settings_are_in_its_budget_and_under_the_table():
     assert "data2vec: `model.depth=4 model.patch_size=7`" in markdown(rows, "h")
     # the shipped data2vec setting is a valid configuration (top_k within the smaller depth)
     assert "methods.data2vec.top_k=4" in PROTOCOLS["fashion-mnist"]["method_sets"]["data2vec"]
+
+
+def test_fresh_measures_only_the_planned_pairs_again_and_keeps_the_rest():
+    old = {"budget": "b", "runs": [_run("sela", 0, 0.7, 0.8), _run("vicreg", 0, 0.7, 0.8), _run("sela", 1, 0.7, 0.8)]}
+    kept = kept_runs(old, "b", [(0, "sela")], fresh=True)
+    assert [(r["method"], r["seed"]) for r in kept] == [("vicreg", 0), ("sela", 1)]
+    assert len(kept_runs(old, "b", [(0, "sela")], fresh=False)) == 3
+    assert kept_runs(old, "another budget", [(0, "sela")], fresh=False) == []
