@@ -159,8 +159,9 @@ def _check_stream(cfg: Config) -> None:
 
 def check_run(cfg: Config) -> list[str]:
     """ConfigError / RayUnavailable (one line) for what can never work; returns notes to print."""
-    from jem.engine.session import check_local_fit
+    from jem.engine.session import check_local_fit, resolve_cpus_per_worker
 
+    cfg = resolve_cpus_per_worker(cfg)  # train.cpus_per_worker 0 = auto
     t, d = cfg.train, cfg.data
     check_local_fit(cfg.ray, t.workers, t.cpus_per_worker, 1.0 if t.use_gpu else 0.0, "pretrain")
     if d.pretrain_root:

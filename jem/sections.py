@@ -139,7 +139,7 @@ class TrainConfig:
     warmup_epochs: int = knob(3, lo=0)
     min_lr_ratio: float = knob(0.0, lo=0.0, hi=1.0)
     workers: int = knob(1, lo=1, hi=4096)
-    cpus_per_worker: float = knob(1.0, gt=0.0, hi=256.0)
+    cpus_per_worker: float = knob(0.0, lo=0.0, hi=256.0)  # 0 = auto: a local instance's CPUs shared by the workers
     use_gpu: bool = knob(False)
     precision: str = knob("auto", choices=("auto", "fp32", "bf16"))  # auto: bf16 autocast on GPU, fp32 on CPU
     memory_format: str = knob("auto", choices=("auto", "contiguous", "channels_last"))  # auto: channels_last on GPU

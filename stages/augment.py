@@ -14,10 +14,15 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("data/views"))
     args = ap.parse_args()
     cfg = load_base_config(args.params)  # every section but methods: no method code is a dep
+    import os
+
     import numpy as np
 
     from jem.augment.cache import build_view_cache
+    from jem.engine.device import configure_threads
     from jem.io import verify_prepared
+
+    configure_threads(len(os.sched_getaffinity(0)))  # every CPU this process may use (waiting passively: jem/__init__)
 
     verify_prepared(args.prepared)
     src = args.prepared / "pretrain_x.npy"

@@ -17,7 +17,8 @@ from jem.errors import run_main
 from jem.lastgood import keep_last_good
 
 # what `dvc exp show` lists for every run: results and the run facts worth comparing
-METRICS = ("epochs", "final_loss", "views_per_s", "wall_s", "effective_lr", "effective_batch")
+METRICS = ("epochs", "final_loss", "views_per_s", "wall_s", "effective_lr", "effective_batch", "precision",
+           "memory_format", "threads")
 
 
 def main() -> None:

@@ -31,7 +31,7 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +85,7 @@ class Worker:
     total_steps: int
     warmup_steps: int
     audio: CachedAudio | None = None  # the audio views of audio-visual methods (``method.n_audio`` > 0)
+    channels_last: bool = False  # the memory format of the model and its input views
 
 
 def _load_data(cfg: Config, prepared: Path, views: Path, device: torch.device, channels_last: bool,
@@ -148,7 +149,7 @@ def setup(cfg: Config, rank: int, world: int, prepared: Path, views: Path, feed:
     steps_per_epoch, total_steps, warmup_steps = _schedule(tcfg, source.num_images, world)
     audio = CachedAudio(views, device) if method.n_audio else None
     return Worker(cfg, rank, world, device, stats, source, train_images, method, model, optimizer, comm, amp,
-                  peak_lr, steps_per_epoch, total_steps, warmup_steps, audio)
+                  peak_lr, steps_per_epoch, total_steps, warmup_steps, audio, channels_last)
 
 
 def run_epoch(w: Worker, epoch: int, monitor: Monitor) -> dict[str, float]:
@@ -236,6 +237,8 @@ def train_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     import ray.train
 
     cfg = parse_config(config["params"])
+    if config.get("cpus_per_worker"):  # what the trainer reserved per worker (``auto`` resolved by the driver)
+        cfg = replace(cfg, train=replace(cfg.train, cpus_per_worker=float(config["cpus_per_worker"])))
     tctx = ray.train.get_context()
     feed = None
     if config.get("stream"):  # data.pretrain_root: this worker's share of the Ray Data stream
@@ -278,4 +281,7 @@ def _summary(w: Worker, history: list[dict[str, float]], start_epoch: int, train
     return stream | {"start_epoch": start_epoch, "epochs": epochs, "final_loss": history[-1]["loss"],
             "views_per_s": n_views / secs if secs > 0 else math.nan, "train_s": train_s,
             "effective_lr": w.peak_lr, "effective_batch": w.world * w.cfg.train.batch_size, "workers": w.world,
-            "steps_per_epoch": w.steps_per_epoch, "pid": os.getpid()}
+            "steps_per_epoch": w.steps_per_epoch, "pid": os.getpid(),
+            # what actually ran (``auto`` resolved): the settings a throughput number belongs to
+            "precision": "bf16" if w.amp else "fp32", "memory_format": "channels_last" if w.channels_last else "contiguous",
+            "threads": torch.get_num_threads(), "device": w.device.type}

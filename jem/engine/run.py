@@ -29,7 +29,14 @@ import numpy as np
 from jem.augment.cache import verify_view_cache
 from jem.config import Config, to_dict
 from jem.engine.address import check_attached_fit
-from jem.engine.session import check_local_fit, check_resources, cluster_address, local_cpus, ray_session
+from jem.engine.session import (
+    check_local_fit,
+    check_resources,
+    cluster_address,
+    local_cpus,
+    ray_session,
+    resolve_cpus_per_worker,
+)
 from jem.errors import DataError, RayUnavailable, TrainingFailed
 from jem.io import check_free_space, verify_prepared
 
@@ -149,6 +156,7 @@ def make_trainer(cfg: Config, raw_params: dict[str, Any], prepared: Path, views:
 
     from jem.engine.loop import train_worker
 
+    cfg = resolve_cpus_per_worker(cfg)
     gpus = (1.0 if cfg.train.use_gpu else 0.0) if gpus_per_worker is None else gpus_per_worker
     resources = {"CPU": cfg.train.cpus_per_worker} | ({"GPU": gpus} if gpus > 0 else {})
     return TorchTrainer(
@@ -156,7 +164,9 @@ def make_trainer(cfg: Config, raw_params: dict[str, Any], prepared: Path, views:
         train_loop_config={"params": raw_params, "prepared": str(Path(prepared).resolve()),
                            "views": str(Path(views).resolve()),
                            "live": str(Path(live_dir).resolve()) if live_dir else None,
-                           "progress": progress_mode(progress)} | ({"stream": stream[1]} if stream else {}),
+                           "progress": progress_mode(progress),
+                           "cpus_per_worker": cfg.train.cpus_per_worker}  # resolved (0 = auto in the params)
+                          | ({"stream": stream[1]} if stream else {}),
         datasets={"train": stream[0]} if stream else None,
         dataset_config=_whole_pass_split() if stream else None,
         scaling_config=ray.train.ScalingConfig(num_workers=cfg.train.workers, use_gpu=gpus > 0,
@@ -220,6 +230,7 @@ def pretrain(cfg: Config, raw_params: dict[str, Any], prepared: Path, views: Pat
     ``data.pretrain_root`` the workers train on its stream (:mod:`jem.engine.stream`);
     ``stream_manifest`` is the ``stream`` stage's record of the folder, checked against it first."""
     storage = str(storage)
+    cfg = resolve_cpus_per_worker(cfg)
     files, manifest = stream_plan(cfg, prepared, stream_manifest) if cfg.data.pretrain_root else ([], None)
     name = run_name(cfg, data_fingerprint(prepared, views, manifest))
     tmp = out_dir.with_name(out_dir.name + ".tmp")

@@ -12,6 +12,7 @@ SIGKILL (:mod:`jem.reaper`).
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import socket
@@ -19,10 +20,11 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
+from dataclasses import replace
 from typing import Any
 
 from jem import reaper
-from jem.config import RayConfig
+from jem.config import Config, RayConfig
 from jem.engine.address import check_address
 from jem.errors import RayUnavailable
 
@@ -31,7 +33,7 @@ from jem.errors import RayUnavailable
 # (digits: 58 s of a 20 s run). Polling every 0.1 s removes that floor.
 REPORT_POLL_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1"}
 # environment forwarded to every Ray process when attaching to an existing cluster
-FORWARDED_ENV_PREFIXES = ("DVC_", *REPORT_POLL_ENV)
+FORWARDED_ENV_PREFIXES = ("DVC_", "OMP_", *REPORT_POLL_ENV)
 
 
 # seconds ray.shutdown() may take before the instance's processes are killed and the stage exits
@@ -138,6 +140,20 @@ def local_cpus(rcfg: RayConfig) -> float:
         return float(get_num_cpus(override_docker_cpu_warning=True))
     except (ImportError, TypeError):  # another Ray version: the CPUs this process may use
         return float(len(os.sched_getaffinity(0)))
+
+
+def resolve_cpus_per_worker(cfg: Config) -> Config:
+    """``train.cpus_per_worker: 0`` (auto) made concrete, before Ray starts: on a private local
+    instance its CPUs (``ray.num_cpus`` or what Ray detects) split evenly among the workers, less
+    one CPU for Ray Data's read and render tasks when a stream feeds them, at least 1 each; on an
+    attached cluster 1 (its nodes may differ: set it there). An explicit value stays."""
+    if cfg.train.cpus_per_worker > 0:
+        return cfg
+    cpus = 1.0
+    if not cluster_address(cfg.ray):
+        spare = 1.0 if cfg.data.pretrain_root else 0.0
+        cpus = max(1.0, float(math.floor((local_cpus(cfg.ray) - spare) / cfg.train.workers)))
+    return replace(cfg, train=replace(cfg.train, cpus_per_worker=cpus))
 
 
 def local_gpus() -> int:

@@ -44,14 +44,23 @@ def _memory_format(channels_last: bool) -> torch.memory_format:
     return torch.channels_last if channels_last else torch.contiguous_format
 
 
+def normalise_into(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """``(x - mean) / std`` written into a new (B, C, H, W) tensor with the strides of the training
+    memory format, whatever ``x``'s are. ``.contiguous(memory_format=...)`` is not enough: with one
+    channel, channels-last strides (the permuted (B, H, W, 1) cache batch) also count as contiguous,
+    so nothing is copied and convolutions silently pick channels_last (issue 19's hidden switch)."""
+    out = torch.empty(x.shape, dtype=torch.float32, device=x.device, memory_format=_memory_format(channels_last))
+    return torch.sub(x, mean, out=out).div_(std)
+
+
 def to_input(batch: np.ndarray, mean: torch.Tensor, std: torch.Tensor, device: torch.device,
              channels_last: bool = False) -> torch.Tensor:
-    """uint8 (B, H, W, C) -> normalised float (B, C, H, W) on ``device``."""
+    """uint8 (B, H, W, C) -> normalised float (B, C, H, W) on ``device``, in the training memory format."""
     x = torch.from_numpy(np.ascontiguousarray(batch))
     if device.type == "cuda":
         x = x.pin_memory()
     x = x.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
-    return ((x - mean) / std).contiguous(memory_format=_memory_format(channels_last))
+    return normalise_into(x, mean, std, channels_last)
 
 
 class CachedViews:
@@ -137,7 +146,7 @@ class DeviceAugment:
 
     def _finish(self, x: torch.Tensor) -> torch.Tensor:
         """[0, 1] float -> normalised, in the training memory format."""
-        return x.sub_(self.mean).div_(self.std).contiguous(memory_format=_memory_format(self.channels_last))
+        return normalise_into(x, self.mean, self.std, self.channels_last)
 
 
 class CachedAudio:

@@ -147,8 +147,9 @@ def _summary(params: dict[str, Any], pretrain: dict[str, Any]) -> str:
     return (f"Seed {params.get('seed')}; {pretrain.get('epochs', '?')} epochs (started at epoch "
             f"{pretrain.get('start_epoch', '?')}); effective batch {pretrain.get('effective_batch', '?')}, "
             f"effective lr {num('effective_lr', '.4g')}; final loss {num('final_loss', '.4f')}; "
-            f"{num('views_per_s', '.0f')} views/s; pretraining wall time {num('wall_s', '.0f')} s (every "
-            "stage's time and the total are under Provenance).")
+            f"{num('views_per_s', '.0f')} views/s ({pretrain.get('precision', '?')}, "
+            f"{pretrain.get('memory_format', '?')}, {pretrain.get('threads', '?')} thread(s) a worker); pretraining "
+            f"wall time {num('wall_s', '.0f')} s (every stage's time and the total are under Provenance).")
 
 
 def build_report(out_dir: Path, params: dict[str, Any], pretrain: dict[str, Any], ev: dict[str, Any],

@@ -247,12 +247,12 @@ def test_train_step_with_bf16_autocast_and_channels_last_on_cpu() -> None:
     assert any(not torch.equal(b, p) for b, p in zip(before, method.parameters()))
 
 
-def test_speed_settings_default_off_on_cpu_and_on_for_gpus() -> None:
+def test_speed_settings_auto_is_bf16_on_gpus_only_and_channels_last_everywhere() -> None:
     from jem.engine.device import speed_settings
 
     cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)  # a device object needs no GPU
     auto = parse_config({}).train
-    assert speed_settings(auto, cpu) == (False, False) and speed_settings(auto, gpu) == (True, True)
+    assert speed_settings(auto, cpu) == (False, True) and speed_settings(auto, gpu) == (True, True)
     forced = parse_config({"train": {"precision": "bf16", "memory_format": "channels_last"}}).train
     assert speed_settings(forced, cpu) == (True, True)
     off = parse_config({"train": {"precision": "fp32", "memory_format": "contiguous"}}).train
@@ -267,11 +267,11 @@ def test_bf16_on_a_cpu_without_native_bf16_warns(monkeypatch: pytest.MonkeyPatch
     forced = parse_config({"train": {"precision": "bf16"}}).train
     monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: False)
     with pytest.warns(RuntimeWarning, match="without native bf16"):
-        assert device.speed_settings(forced, torch.device("cpu")) == (True, False)
+        assert device.speed_settings(forced, torch.device("cpu")) == (True, True)
     monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: True)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert device.speed_settings(forced, torch.device("cpu")) == (True, False)
+        assert device.speed_settings(forced, torch.device("cpu")) == (True, True)
         assert device.speed_settings(forced, torch.device("cuda", 0)) == (True, True)  # GPUs never warn
 
 
@@ -288,3 +288,21 @@ def test_epoch_shards_are_disjoint_and_rebuild_the_single_worker_batches(world):
         assert set().union(*parts) == set(one[i, 0].tolist())  # same global batch as 1 x 240
     assert len(np.unique(many)) == many.size  # no image twice in an epoch
     assert not np.array_equal(epoch_shards(7, 4, n, steps, 1, batch_total), one)  # reshuffled each epoch
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_input_views_have_exactly_the_strides_of_the_memory_format(channels: int, channels_last: bool) -> None:
+    """A permuted (B, H, W, 1) batch has channels-last strides that also pass as contiguous, so
+    ``.contiguous()`` kept them and convolutions silently ran channels_last (issue 19). The input
+    must carry the canonical strides of the requested format, written out by hand here."""
+    from jem.engine.sources import to_input
+
+    b, h, w = 4, 6, 5
+    batch = np.random.default_rng(0).integers(0, 256, (b, h, w, channels), dtype=np.uint8)
+    mean, std = torch.full((channels, 1, 1), 0.5), torch.full((channels, 1, 1), 0.25)
+    x = to_input(batch, mean, std, torch.device("cpu"), channels_last)
+    expected = (h * w * channels, 1, w * channels, channels) if channels_last else (channels * h * w, h * w, w, 1)
+    assert x.stride() == expected
+    ref = (torch.from_numpy(batch).permute(0, 3, 1, 2).double() / 255.0 - 0.5) / 0.25
+    assert torch.allclose(x.double(), ref, atol=1e-6)
