@@ -13,7 +13,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torchvision.models import resnet18
 
 from jem.models.tv import LEGACY_RESNET18, build_torchvision, resolve_stem
 
@@ -51,6 +50,8 @@ def cifar_resnet18(in_channels: int) -> nn.Module:
     """ResNet-18 with the CIFAR stem (He et al. 2016, arXiv:1512.03385; SimCLR appendix B.9):
     3x3 stride-1 first convolution and no max-pool, so 32x32 inputs keep 4x4 maps at the end.
     Output: 512-d pooled features (the classifier is removed)."""
+    from torchvision.models import resnet18  # lazily: importing torchvision costs ~3 s per process
+
     net = resnet18(weights=None)
     net.conv1 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
     net.maxpool = nn.Identity()

@@ -47,3 +47,13 @@ def test_jem_makes_openmp_threads_wait_passively_unless_the_user_chose():
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     assert _policy(env) == "PASSIVE"
     assert _policy(env | {"OMP_WAIT_POLICY": "ACTIVE"}) == "ACTIVE"
+
+
+def test_worker_and_stage_imports_do_not_load_torchvision():
+    """Importing torchvision pulls in torch._dynamo and sympy: about 3-5 s per process on this machine
+    (import of jem.engine.loop: 2.6-4.3 s without it, 8.2-9.0 s with it, machine shared). Every Ray
+    worker and stage process paid it; only torchvision backbones need it, and import it themselves."""
+    code = ("import sys, jem.engine.loop, jem.engine.run, jem.export, jem.models; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torchvision'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"
