@@ -249,6 +249,12 @@ def sync_docs(doc: Path, protocol: str, table: str) -> bool:
     return True
 
 
+def table_header(protocol: str, budget: str) -> str:
+    return (f"### {protocol}: every method through `dvc exp run`, mean ± std over seeds\n\n"
+            f"Command: `python -m benchmarks.methods --protocol {protocol}`. Budget: `{budget}`. "
+            "Accuracies: top-1 on the test split; baselines from the same runs.")
+
+
 def kept_runs(old: dict[str, Any], budget: str, planned: list[tuple[int, str]], fresh: bool) -> list[dict[str, Any]]:
     """The runs of an earlier results file that stay: all of them at the same budget (none at another),
     less the planned (seed, method) pairs when ``fresh`` asks to measure those again."""
@@ -294,9 +300,7 @@ def main(argv: list[str] | None = None) -> None:
     todo = [p for p in planned if p not in done]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                             text=True, check=True).stdout.strip()
-    header = (f"### {args.protocol}: every method through `dvc exp run`, mean ± std over seeds\n\n"
-              f"Command: `python -m benchmarks.methods --protocol {args.protocol}`. Budget: `{budget}`. "
-              "Accuracies: top-1 on the test split; baselines from the same runs.")
+    header = table_header(args.protocol, budget)
 
     def save() -> None:
         rows = aggregate(runs, budget)
