@@ -133,25 +133,47 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--dataset", default="digits")
     ap.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temp folder)")
+    ap.add_argument("--parts", default="memory,throughput",
+                    help="which measurements: memory, throughput or both (comma-separated)")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
+    parts = {p.strip() for p in args.parts.split(",") if p.strip()}
+    if not parts or parts - {"memory", "throughput"}:
+        raise SystemExit(f"error: --parts {args.parts!r}: expected memory, throughput or memory,throughput")
     work = args.work or Path(tempfile.mkdtemp(prefix="jem-stream-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     base = yaml.safe_load((ROOT / "params.yaml").read_text())
     common = {"dataset": args.dataset, "train.epochs": args.epochs, "eval.monitor_every": 0,
               "ray.log_to_driver": False, "ray.storage": str(work / "ray")}
-    rows = []
-    for n in args.sizes:  # 1. memory against the folder's size
+    rows: list[dict[str, Any]] = []
+    result: dict[str, Any] = {"epochs": args.epochs, "side": args.side, "dataset": args.dataset}
+    if "memory" in parts:
+        result["memory"] = measure_memory(args, work, base, common, rows)
+    if "throughput" in parts:
+        result["throughput"] = measure_throughput(work, base, common, rows)
+    args.out.write_text(json.dumps({"runs": rows, **result}, indent=2))
+
+
+def measure_memory(args: argparse.Namespace, work: Path, base: dict[str, Any], common: dict[str, Any],
+                   rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """1. peak memory of prepare, stream and pretrain against the folder's size."""
+    for n in args.sizes:
         folder = work / f"folder-{n}"
         if not folder.exists():
             write_folder(folder, n, args.side, seed=n)
         params = params_file(work, base, **common, **{"data.pretrain_root": str(folder)})
         rows.append(pipeline(params, work, f"stream-{n}", stream=True, views=True))
-    peak = [max(r["prepare_peak_mb"], r["stream_peak_mb"], r["pretrain_peak_mb"]) for r in rows]
-    memory = {"sizes": args.sizes, "peak_mb": peak, "growth": peak[1] / peak[0] - 1}
+    peak = [max(r["prepare_peak_mb"], r["stream_peak_mb"], r["pretrain_peak_mb"]) for r in rows[-2:]]
+    memory = {"sizes": args.sizes, "peak_mb": peak, "growth": peak[1] / peak[0] - 1,
+              "per_stage_peak_mb": [{k: r[k] for k in ("prepare_peak_mb", "stream_peak_mb", "pretrain_peak_mb")}
+                                    for r in rows[-2:]]}
     print(json.dumps({"memory": memory}), flush=True)
+    return memory
 
-    # 2. throughput on the same small set: the view cache against the stream of its own images as PNGs
+
+def measure_throughput(work: Path, base: dict[str, Any], common: dict[str, Any],
+                       rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """2. throughput on the same small set: the view cache against the stream of its own images as PNGs."""
     cached = pipeline(params_file(work, base, **common), work, "cache", stream=False, views=True)
     pngs = work / "prepared-as-png"
     write_prepared_as_pngs(work / "cache" / "prepared", pngs)
@@ -166,8 +188,8 @@ def main() -> None:
              "stream_over_device": streamed["views_per_s"] / device["views_per_s"],
              "last_epoch_stream_over_cache": streamed["last_epoch_views_per_s"] / cached["last_epoch_views_per_s"]}
     print(json.dumps({"throughput": speed}), flush=True)
-    args.out.write_text(json.dumps({"runs": rows + [cached, streamed, device], "memory": memory, "throughput": speed,
-                                    "epochs": args.epochs, "side": args.side, "dataset": args.dataset}, indent=2))
+    rows += [cached, streamed, device]
+    return speed
 
 
 if __name__ == "__main__":
