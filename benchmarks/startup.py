@@ -78,7 +78,8 @@ class Timer:
             timer.marks["init_start"] = time.perf_counter()
             out = timer._orig[0](*a, **k)
             timer.marks["init_end"] = time.perf_counter()
-            timer.session_dir = ray._private.worker._global_node.get_session_dir_path()
+            node = ray._private.worker._global_node
+            timer.session_dir = node.get_session_dir_path() if node is not None else None
             return out
 
         def shutdown(*a: Any, **k: Any) -> Any:
@@ -93,13 +94,13 @@ class Timer:
             timer.marks["fit_end"] = time.perf_counter()
             return out
 
-        ray.init, ray.shutdown, TorchTrainer.fit = init, shutdown, fit  # type: ignore[method-assign]
+        ray.init, ray.shutdown, TorchTrainer.fit = init, shutdown, fit  # type: ignore[method-assign,assignment]
 
     def restore(self) -> None:
         import ray
         from ray.train.torch import TorchTrainer
 
-        ray.init, ray.shutdown, TorchTrainer.fit = self._orig  # type: ignore[method-assign]
+        ray.init, ray.shutdown, TorchTrainer.fit = self._orig  # type: ignore[method-assign,assignment]
 
 
 def controller_phases(session_dir: str | None) -> dict[str, float]:
