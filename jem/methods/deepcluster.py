@@ -31,7 +31,7 @@ optimiser (``methods.deepcluster.{optimizer,lr,weight_decay}`` = SGD, 0.1, 5e-4;
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -99,6 +99,25 @@ def eval_mode(module: nn.Module) -> Iterator[None]:
         module.train(was_training)
 
 
+@torch.no_grad()
+def reinit_heads(heads: Sequence[nn.Linear], seed: int, epoch: int) -> None:
+    """Classifier heads re-initialised for a new clustering (the reference builds a new top layer):
+    N(0, 0.01^2) weights drawn in order from one generator keyed by (seed, epoch), so every worker
+    draws the same, and zero biases."""
+    g = keyed_generator(seed, epoch)
+    for head in heads:
+        head.weight.copy_(torch.randn(head.weight.shape, generator=g).mul_(0.01).to(head.weight))
+        head.bias.zero_()
+
+
+def clustering_due(knob_name: str, k: int, n: int, labels: torch.Tensor | None, epoch: int, every: int) -> bool:
+    """Whether ``on_epoch_start`` must cluster: no labels yet, labels of another training set, or
+    the ``every``-epoch cadence; a ``k`` above the ``n`` training images is one clear error."""
+    if k > n:
+        raise ValueError(f"{knob_name} = {k} exceeds the {n} training images")
+    return labels is None or labels.numel() != n or epoch % every == 0
+
+
 @register("deepcluster", params=DeepClusterParams,
           description="k-means pseudo-labels of all images, re-clustered every few epochs, classified by a "
                       "re-initialised head",
@@ -114,12 +133,8 @@ class DeepCluster(Method[DeepClusterParams]):
         self.n_nonempty = 0.0
         self.reset_head(0)
 
-    @torch.no_grad()
     def reset_head(self, epoch: int) -> None:
-        g = keyed_generator(self.seed, epoch)
-        w = self.head.weight
-        w.copy_(torch.randn(w.shape, generator=g).mul_(0.01).to(w))
-        self.head.bias.zero_()
+        reinit_heads([self.head], self.seed, epoch)
 
     @torch.no_grad()
     def cluster(self, data: EpochData) -> None:
@@ -135,12 +150,9 @@ class DeepCluster(Method[DeepClusterParams]):
         self.reset_head(data.epoch)
 
     def on_epoch_start(self, data: EpochData) -> None:
-        n = data.images.shape[0]
-        if self.params.n_clusters > n:
-            raise ValueError(f"methods.deepcluster.n_clusters = {self.params.n_clusters} exceeds the {n} training "
-                             "images")
-        stale = self.labels is None or self.labels.numel() != n
-        if stale or data.epoch % self.params.recluster_every == 0:
+        p = self.params
+        if clustering_due("methods.deepcluster.n_clusters", p.n_clusters, data.images.shape[0], self.labels,
+                          data.epoch, p.recluster_every):
             self.cluster(data)
         assert self.labels is not None and self.weights is not None
         self.labels, self.weights = self.labels.to(data.device), self.weights.to(data.device)

@@ -56,7 +56,7 @@ from jem.losses.deepercluster import (
 from jem.losses.pretext import rotate_batch
 from jem.methods import register
 from jem.methods.base import EpochData, Method, StepContext
-from jem.methods.deepcluster import all_features, eval_mode, require_indices
+from jem.methods.deepcluster import all_features, clustering_due, eval_mode, reinit_heads, require_indices
 
 
 @dataclass(frozen=True)
@@ -92,12 +92,8 @@ class DeeperCluster(Method[DeeperClusterParams]):
         self.weights: torch.Tensor | None = None  # (N,) balancing weights over leaf clusters
         self.reset_heads(0)
 
-    @torch.no_grad()
     def reset_heads(self, epoch: int) -> None:
-        g = keyed_generator(self.seed, epoch)
-        for head in (self.super_head, self.sub_head):
-            head.weight.copy_(torch.randn(head.weight.shape, generator=g).mul_(0.01).to(head.weight))
-            head.bias.zero_()
+        reinit_heads([self.super_head, self.sub_head], self.seed, epoch)
 
     @torch.no_grad()
     def cluster(self, data: EpochData) -> None:
@@ -115,12 +111,9 @@ class DeeperCluster(Method[DeeperClusterParams]):
         self.reset_heads(data.epoch)
 
     def on_epoch_start(self, data: EpochData) -> None:
-        n = data.images.shape[0]
-        if self.params.super_clusters > n:
-            raise ValueError(f"methods.deepercluster.super_clusters = {self.params.super_clusters} exceeds the {n} "
-                             "training images")
-        stale = self.super_labels is None or self.super_labels.numel() != n
-        if stale or data.epoch % self.params.recluster_every == 0:
+        p = self.params
+        if clustering_due("methods.deepercluster.super_clusters", p.super_clusters, data.images.shape[0],
+                          self.super_labels, data.epoch, p.recluster_every):
             self.cluster(data)
         assert self.super_labels is not None and self.sub_labels is not None and self.weights is not None
         self.super_labels, self.sub_labels = self.super_labels.to(data.device), self.sub_labels.to(data.device)
