@@ -23,6 +23,12 @@ per run, and everything in ``--out``:
 
     python -m benchmarks.stream --out /tmp/stream-bench.json            # 15-25 min on 2 CPUs (estimate)
     python -m benchmarks.stream --sizes 300 1200 --epochs 1 --out /tmp/s.json   # smoke: 3 min 49 s measured
+    python -m benchmarks.stream --parts costs --dataset fashion-mnist --out /tmp/c.json   # 3. alone
+
+3. Costs: CPU milliseconds per view, on one thread in one process, of what only the stream does
+   every epoch (decode a file and render its views, as the Ray Data tasks do) and of the training
+   step. With every core busy the stream reaches at most ``train / (train + render)`` of the view
+   cache's throughput before any Ray Data overhead: the bound the throughput target is read against.
 """
 
 from __future__ import annotations
@@ -132,25 +138,31 @@ def main() -> None:
     ap.add_argument("--side", type=int, default=64)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--dataset", default="digits")
+    ap.add_argument("--max-train", type=int, default=0, help="data.max_train of the labelled set (0: all)")
     ap.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temp folder)")
-    ap.add_argument("--parts", default="memory,throughput",
-                    help="which measurements: memory, throughput or both (comma-separated)")
+    ap.add_argument("--parts", default="memory,throughput,costs",
+                    help="which measurements, comma-separated: memory, throughput, costs")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
-    if not parts or parts - {"memory", "throughput"}:
-        raise SystemExit(f"error: --parts {args.parts!r}: expected memory, throughput or memory,throughput")
+    if not parts or parts - {"memory", "throughput", "costs"}:
+        raise SystemExit(f"error: --parts {args.parts!r}: expected a comma-separated subset of memory,throughput,costs")
     work = args.work or Path(tempfile.mkdtemp(prefix="jem-stream-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     base = yaml.safe_load((ROOT / "params.yaml").read_text())
-    common = {"dataset": args.dataset, "train.epochs": args.epochs, "eval.monitor_every": 0,
-              "ray.log_to_driver": False, "ray.storage": str(work / "ray")}
+    # one CPU per training worker in every run: on a 2-core machine the stream needs the other for
+    # Ray Data's read and render tasks, and the view cache gets no more, so both train alike
+    common = {"dataset": args.dataset, "data.max_train": args.max_train, "train.epochs": args.epochs,
+              "train.cpus_per_worker": 1, "eval.monitor_every": 0, "ray.log_to_driver": False,
+              "ray.storage": str(work / "ray")}
     rows: list[dict[str, Any]] = []
     result: dict[str, Any] = {"epochs": args.epochs, "side": args.side, "dataset": args.dataset}
     if "memory" in parts:
         result["memory"] = measure_memory(args, work, base, common, rows)
     if "throughput" in parts:
         result["throughput"] = measure_throughput(work, base, common, rows)
+    if "costs" in parts:
+        result["costs"] = measure_costs(work, base, args.dataset, args.max_train)
     args.out.write_text(json.dumps({"runs": rows, **result}, indent=2))
 
 
@@ -190,6 +202,76 @@ def measure_throughput(work: Path, base: dict[str, Any], common: dict[str, Any],
     print(json.dumps({"throughput": speed}), flush=True)
     rows += [cached, streamed, device]
     return speed
+
+
+def _cpu_ms_per_view(fn: Any, views: int, repeats: int = 3) -> float:
+    """Median CPU time (this process, 1 torch thread) of ``fn()`` per view, in ms."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.process_time()
+        fn()
+        times.append(time.process_time() - t0)
+    return 1000 * sorted(times)[len(times) // 2] / views
+
+
+def measure_costs(work: Path, base: dict[str, Any], dataset: str, max_train: int) -> dict[str, Any]:
+    """3. why the stream cannot match the view cache on a machine whose cores are all busy: the CPU
+    cost per view of what only the stream does every epoch (decode a file, render its views:
+    :func:`jem.engine.stream.render_batch`, in :data:`~jem.engine.stream.RENDER_ROWS`-row batches
+    as Ray Data calls it) against the training step's (forward, loss, backward, LARS; the shipped
+    method and model, batch 256, the default layout), both on one thread in this process. With
+    both pipelines keeping the same cores busy, the stream reaches at most
+    ``train / (train + render)`` of the cache's views/s, before any Ray Data overhead."""
+    import torch
+
+    from jem.config import parse_config
+    from jem.engine.optim import build_optimizer
+    from jem.engine.sources import normalise_into
+    from jem.engine.step import train_step
+    from jem.engine.stream import RENDER_ROWS, StreamSpec, render_batch
+    from jem.methods import get_method_class
+    from jem.methods.base import StepContext
+
+    torch.set_num_threads(1)
+    params = params_file(work, base, **{"dataset": dataset, "data.max_train": max_train})
+    prepared = work / "costs" / "prepared"
+    if not prepared.exists():
+        stage(["stages/prepare.py", "--params", str(params), "--out", str(prepared)], work)
+    pngs = work / "costs" / "png"
+    n = write_prepared_as_pngs(prepared, pngs) if not pngs.exists() else len(list(pngs.glob("*.png")))
+    files = sorted(pngs.glob("*.png"))[:1024]
+    blobs = [np.frombuffer(f.read_bytes(), dtype=np.uint8) for f in files]
+    cfg = parse_config(yaml.safe_load(params.read_text()))
+    _, side, _, channels = np.load(prepared / "train_x.npy", mmap_mode="r").shape
+    spec = StreamSpec.for_run(cfg, side, channels)
+    n_views = spec.n_global + spec.n_local
+
+    def render_all() -> None:
+        for i in range(0, len(blobs), RENDER_ROWS):
+            render_batch({"bytes": np.array(blobs[i:i + RENDER_ROWS], dtype=object)}, spec)
+
+    render_ms = _cpu_ms_per_view(render_all, len(blobs) * n_views)
+    arch = {"backbone": cfg.model.backbone, "width": cfg.model.width, "in_channels": channels, "image_size": side}
+    torch.manual_seed(0)
+    method = get_method_class(cfg.method)(arch, list(cfg.model.projector), cfg.method_params)
+    method = method.to(memory_format=torch.channels_last)
+    opt = build_optimizer(method, cfg.train, cfg.train.lr)
+    batch = cfg.train.batch_size
+    zero, one = torch.zeros(channels, 1, 1), torch.ones(channels, 1, 1)
+    views = [normalise_into(torch.randn(batch, channels, side, side), zero, one, True) for _ in range(spec.n_global)]
+    ctx = StepContext(0, 0, 10**6, 100, indices=torch.arange(batch))
+    train_step(method, method, opt, views, ctx)  # warm-up
+
+    def steps() -> None:
+        for _ in range(3):
+            train_step(method, method, opt, views, ctx)
+
+    train_ms = _cpu_ms_per_view(steps, 3 * batch * spec.n_global)
+    costs = {"dataset": dataset, "method": cfg.method, "images": n, "rendered": len(blobs), "views_per_image": n_views,
+             "render_ms_per_view": render_ms, "train_ms_per_view": train_ms,
+             "bound_stream_over_cache": train_ms / (train_ms + render_ms)}
+    print(json.dumps({"costs": costs}), flush=True)
+    return costs
 
 
 if __name__ == "__main__":
