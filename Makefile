@@ -16,7 +16,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## Debian packages some tests use: Fashion-MNIST and headless Chromium (for the report check).
+## Debian packages some tests use: Fashion-MNIST, headless Chromium (for the report check) and g++
+## (torch.compile on CPU builds C++: tests/engine/test_compiled_step.py fails without it, never skips).
 ## Outside CI, when they cannot be installed (not root, no apt-get, apt fails) the tests that need
 ## them skip with a reason. Under CI=true (.ci/run sets it; CI runs as root) that is an error:
 ## one line naming what is missing, non-zero exit, so `make test` stops instead of skipping.
@@ -27,6 +28,7 @@ datasets:
 		[ -e $(FASHION_MNIST_DIR)/train-images-idx3-ubyte.gz ] || m="$$m dataset-fashion-mnist"; \
 		command -v chromium >/dev/null || command -v chromium-browser >/dev/null \
 			|| command -v google-chrome >/dev/null || m="$$m chromium"; \
+		command -v g++ >/dev/null || m="$$m g++"; \
 		echo "$$m"; }; \
 	need="$$(missing)"; [ -z "$$need" ] && exit 0; \
 	if ! command -v $(APT_GET) >/dev/null; then why="no apt-get"; \

@@ -62,7 +62,7 @@ from jem.engine.device import configure_threads, speed_settings
 from jem.engine.loop import build_method
 from jem.engine.optim import build_optimizer, effective_lr, lr_at, set_lr
 from jem.engine.sources import CachedViews, DeviceAugment
-from jem.engine.step import train_step
+from jem.engine.step import compile_method, train_step
 from jem.methods import image_methods
 from jem.methods.base import EpochData, StepContext
 from jem.models import build_backbone
@@ -145,8 +145,7 @@ class Runner:
         self.method = build_method(cfg, channels, size).to(device)
         if channels_last:
             self.method = self.method.to(memory_format=torch.channels_last)
-        if cfg.train.compile:
-            self.method.backbone.compile()
+        self.model, _ = compile_method(self.method, cfg.train.compile)  # train.compile: none | backbone | step
         self.method.train()
         self.epoch_data = (data_images, mean, std, device)
         self.peak_lr = effective_lr(cfg.train, 1)
@@ -169,7 +168,7 @@ class Runner:
             ctx = StepContext(epoch, self.step, self.total, self.steps_per_epoch,
                               indices=torch.from_numpy(np.asarray(idx, dtype=np.int64)).to(self.device))
             set_lr(self.optimizer, lr_at(min(self.step, self.total - 1), self.total, self.warmup, self.peak_lr))
-            train_step(self.method, self.method, self.optimizer, views, ctx, self.amp)
+            train_step(self.model, self.method, self.optimizer, views, ctx, self.amp)
             self.step += 1
 
 

@@ -143,7 +143,7 @@ class TrainConfig:
     use_gpu: bool = knob(False)
     precision: str = knob("auto", choices=("auto", "fp32", "bf16"))  # auto: bf16 autocast on GPU, fp32 on CPU
     memory_format: str = knob("auto", choices=("auto", "contiguous", "channels_last"))  # auto: channels_last on GPU
-    compile: bool = knob(False)  # torch.compile the backbone (the first steps pay the compilation)
+    compile: str = knob("none", choices=("none", "backbone", "step"))  # what torch.compile covers: jem.engine.step
     sync_bn: bool = knob(False)
     checkpoint_every: int = knob(5, lo=1)
     max_failures: int = knob(0, lo=-1)

@@ -18,7 +18,7 @@ it renders fresh views on the training device.
 Speed switches: ``train.precision`` (bf16 autocast of the forward pass, loss included, as the
 VICReg/Barlow Twins reference code does), ``train.memory_format`` (channels_last model and views)
 -- both ``auto`` = on for GPU workers, off on CPU -- and ``train.compile`` (``torch.compile`` of the
-backbone, its state-dict keys unchanged).
+backbone or of the whole step, :func:`jem.engine.step.compile_method`; state-dict keys unchanged).
 
 Reproducibility: model init from ``seed``; batch order and view choice from ``(seed, epoch,
 rank)``; so a run resumed from an epoch-``e`` checkpoint replays the same data as an
@@ -46,7 +46,7 @@ from jem.engine.device import configure_threads, speed_settings, worker_device
 from jem.engine.monitor import Monitor, replica_report
 from jem.engine.optim import build_optimizer, effective_lr, lr_at, set_lr
 from jem.engine.sources import CachedAudio, CachedViews, DeviceAugment, StreamFeed, StreamViews, epoch_shards, make_source
-from jem.engine.step import train_step
+from jem.engine.step import compile_method, train_step
 from jem.methods import get_method_class
 from jem.methods.base import EpochData, Method, StepContext
 from jem.models import backbone_arch
@@ -114,11 +114,9 @@ def _build_model(cfg: Config, source: CachedViews | DeviceAugment | StreamViews,
     method = build_method(cfg, source.channels, source.size).to(device)
     if channels_last:
         method = method.to(memory_format=torch.channels_last)
-    if tcfg.compile:
-        method.backbone.compile()
+    model, _ = compile_method(method, tcfg.compile, world)  # ``step``: the compiled method; else ``method``
     if tcfg.sync_bn and world > 1:
         method = nn.SyncBatchNorm.convert_sync_batchnorm(method)
-    model: nn.Module = method
     if world > 1:
         model = nn.parallel.DistributedDataParallel(method, device_ids=[device.index] if tcfg.use_gpu else None)
     return method, model
