@@ -121,6 +121,26 @@ def _local_address_env() -> Iterator[None]:
                 os.environ[key] = value
 
 
+def token_available() -> bool:
+    """Whether a Ray authentication token is at hand for this user: ``$RAY_AUTH_TOKEN``, the file
+    ``$RAY_AUTH_TOKEN_PATH``, or Ray's default ``~/.ray/auth_token`` (which ``ray start`` writes)."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return True
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.join(os.path.expanduser("~"), ".ray", "auth_token")
+    return os.path.isfile(path)
+
+
+def use_token_auth_when_attaching() -> None:
+    """``ray start --head`` (Ray 2.5x) turns on token authentication and writes a token to
+    ``~/.ray/auth_token``, but a driver that attaches with ``ray.init(address=...)`` and no
+    ``RAY_AUTH_MODE`` does not send it: the connection fails with "Failed to connect to Ray cluster"
+    (measured: the docs' own `ray start --head` + `ray.address` recipe failed so). A token-mode driver
+    also connects to a cluster without authentication, so with a token at hand and no mode chosen
+    by the user, attach in token mode."""
+    if "RAY_AUTH_MODE" not in os.environ and token_available():
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+
 def cluster_address(rcfg: RayConfig) -> str:
     """The cluster to attach to (``ray.address``, else ``$RAY_ADDRESS``); ``''`` = a private local
     instance, also while one started by :func:`ray_session` in this process runs (it publishes its
@@ -186,6 +206,7 @@ def ray_session(rcfg: RayConfig) -> Iterator[str]:
     address = cluster_address(rcfg)
     if address:
         check_address(address)  # not a TCP probe only: a port that is not Ray fails here, not in retries
+        use_token_auth_when_attaching()
         local = None
     else:
         local = _local_address_env()

@@ -62,3 +62,35 @@ def test_pretrain_stage_unreachable_cluster_exits_nonzero_with_one_line(tmp_path
     assert lines[0].startswith("error: cannot reach the Ray cluster at 127.0.0.1:1")
     assert time.perf_counter() - t0 < 60
     assert not (tmp_path / "enc").exists() and not (tmp_path / "m.json").exists()
+
+
+def test_attaches_to_a_ray_start_head_with_token_authentication():
+    """docs/cluster.md's recipe: `ray start --head`, then stages attach with `ray.address`. Ray 2.5x's
+    `ray start` turns on token authentication, and a driver that attaches without RAY_AUTH_MODE did
+    not send the token ("Failed to connect to Ray cluster"). A real head, forced to token mode; the
+    attaching process is a fresh one, like a stage, with no RAY_AUTH_MODE of its own (Ray reads the
+    mode when it is imported, so only a process that has not imported it yet can be tested)."""
+    import socket
+
+    from jem import reaper
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    owner = reaper.owner_token()  # every process of the head is marked: reaped below, whatever happens
+    base = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
+    ray_bin = str(Path(sys.executable).with_name("ray"))
+    attach = ("import sys\nfrom jem.config import RayConfig\nfrom jem.engine.session import ray_session\n"
+              "with ray_session(RayConfig(address=sys.argv[1])):\n"
+              "    import ray\n    print(ray.cluster_resources().get('CPU'))\n")
+    try:
+        subprocess.run([ray_bin, "start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false",
+                        "--disable-usage-stats"], env=base | {"RAY_AUTH_MODE": "token", reaper.MARKER: owner},
+                       check=True, capture_output=True, timeout=180)
+        host = subprocess.run([sys.executable, "-c", "from ray._private.services import get_node_ip_address as g; "
+                               "print(g())"], capture_output=True, text=True, check=True).stdout.strip()
+        proc = subprocess.run([sys.executable, "-c", attach, f"{host}:{port}"], env=base, capture_output=True,
+                              text=True, timeout=180)
+        assert proc.returncode == 0 and proc.stdout.strip().splitlines()[-1] == "1.0", proc.stderr[-2000:]
+    finally:
+        reaper.reap(owner)
