@@ -157,16 +157,18 @@ def _check_cross_field(cfg: Config) -> None:
 
 
 def _check_stream_method(cfg: Config) -> None:
-    """What the streamed pretraining folder (``data.pretrain_root``) cannot give a method: the whole
-    training set at each epoch start (DeepCluster-style re-clustering, memory banks indexed by image),
+    """What the streamed pretraining folder (``data.pretrain_root``) cannot give a method: the training
+    image array at each epoch start (SeLa's labelling of every image, memory banks; a method that
+    only embeds every image, ``Method.feature_pass``, gets the stream's feature pass instead),
     audio views, or more local crops than ``augment.multicrop`` renders."""
     from jem.methods.base import Method
 
     cls = method_registry.get_method_class(cfg.method)
-    if cls.on_epoch_start is not Method.on_epoch_start or cls.n_audio:
+    if (cls.on_epoch_start is not Method.on_epoch_start and not cls.feature_pass) or cls.n_audio:
         raise ConfigError(f"method {cfg.method} needs the whole training set in memory (or its audio) at every "
                           "epoch, which the stream of data.pretrain_root never holds; set data.pretrain_root = '' "
-                          "or choose a method without an epoch-start pass (e.g. simclr, byol, vicreg, swav, dino)")
+                          "or choose a method that streams (e.g. simclr, byol, vicreg, swav, dino, deepcluster, "
+                          "deepercluster)")
     n_local = getattr(cfg.method_params, "local_crops", 0)
     if n_local > cfg.augment.multicrop.local_crops:
         raise ConfigError(f"methods.{cfg.method}.local_crops = {n_local} exceeds "

@@ -92,8 +92,9 @@ def _load_data(cfg: Config, prepared: Path, views: Path, device: torch.device, c
                feed: StreamFeed | None = None) -> tuple[dict[str, Any], CachedViews | DeviceAugment | StreamViews,
                                                         np.ndarray]:
     """(stats.json, the batch source, the un-augmented training images). A streamed run (``feed``)
-    reads no file: its stats come with the feed, and it has no training-image array (the methods
-    that would read one are refused with ``data.pretrain_root``)."""
+    reads no file: its stats come with the feed, and it has no training-image array (methods with a
+    feature pass read the folder's decoded images through the feed; the others that would read the
+    array are refused with ``data.pretrain_root``)."""
     stats = feed.stats if feed is not None else json.loads((prepared / "stats.json").read_text())
     mean = torch.tensor(stats["mean"], device=device).view(1, -1, 1, 1)
     std = torch.tensor(stats["std"], device=device).view(1, -1, 1, 1)
@@ -192,22 +193,27 @@ def run_stream_epoch(w: Worker, source: StreamViews, epoch: int, monitor: Monito
     worker has a full batch, at most the planned ``steps_per_epoch`` (which keeps the learning-rate
     schedule's step numbering); then each worker reads the rest of its share, so the files that did
     not decode are all counted (``skipped_files``: summed over workers, per pass; ``stream_images``:
-    the images trained on in this pass)."""
+    the images trained on in this pass). ``StepContext.indices`` are the batch's file indices
+    (positions in the manifest's file list); ``on_epoch_start`` gets the stream's feature pass
+    (:meth:`~jem.engine.sources.StreamViews.image_batches`) when the method has one."""
     cfg, method = w.cfg, w.method
     w.model.train()
+    feature_pass = source.image_batches if source.feed.plain is not None else None
     method.on_epoch_start(EpochData(epoch, w.train_images, w.stats["mean"], w.stats["std"], w.device, w.comm,
-                                     w.steps_per_epoch))
+                                     w.steps_per_epoch, stream_files=source.num_images, stream=feature_pass))
     loss_sum = torch.zeros((), dtype=torch.float64)
     batches = source.epoch(cfg.train.batch_size)
     done = 0
     t0 = time.perf_counter()
     for i in range(w.steps_per_epoch):
-        arrays = next(batches, None)
-        if not _all_workers(arrays is not None):
+        got = next(batches, None)
+        if not _all_workers(got is not None):
             break
-        assert arrays is not None
+        assert got is not None
+        idx, arrays = got
         step = epoch * w.steps_per_epoch + i
-        ctx = StepContext(epoch, step, w.total_steps, w.steps_per_epoch, indices=None, comm=w.comm)
+        ctx = StepContext(epoch, step, w.total_steps, w.steps_per_epoch, indices=torch.from_numpy(idx).to(w.device),
+                          comm=w.comm)
         set_lr(w.optimizer, lr_at(step, w.total_steps, w.warmup_steps, w.peak_lr, cfg.train.min_lr_ratio))
         loss = train_step(w.model, method, w.optimizer, source.to_views(arrays), ctx, w.amp)
         loss_sum += loss.double().cpu()
@@ -230,8 +236,8 @@ def run_stream_epoch(w: Worker, source: StreamViews, epoch: int, monitor: Monito
 def train_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     """Ray Train worker entry point. ``config``: {"params": raw params mapping, "prepared": dir,
     "views": dir, "live": dvclive dir or None, "progress": "bar" | "lines" | "off", and with
-    ``data.pretrain_root`` "stream": {"files", "columns", "size", "channels", "stats"}}. Returns the
-    run summary on rank 0."""
+    ``data.pretrain_root`` "stream": {"files", "columns", "size", "channels", "stats", "features"}}.
+    Returns the run summary on rank 0."""
     import ray.train
 
     cfg = parse_config(config["params"])
@@ -242,9 +248,12 @@ def train_worker(config: dict[str, Any]) -> dict[str, Any] | None:
     if config.get("stream"):  # data.pretrain_root: this worker's share of the Ray Data stream
         shard = ray.train.get_dataset_shard("train")
         meta = config["stream"]
+        plain = ray.train.get_dataset_shard("features") if meta.get("features") else None  # the feature pass
         feed = StreamFeed(lambda n: shard.iter_batches(batch_size=n, batch_format="numpy", prefetch_batches=1),
                           int(meta["files"]), tuple(meta["columns"]), int(meta["size"]), int(meta["channels"]),
-                          dict(meta["stats"]))
+                          dict(meta["stats"]),
+                          None if plain is None else
+                          lambda n: plain.iter_batches(batch_size=n, batch_format="numpy", prefetch_batches=1))
     w = setup(cfg, tctx.get_world_rank(), tctx.get_world_size(), Path(config["prepared"]), Path(config["views"]),
               feed)
     start_epoch, history = resume(w.method, w.optimizer)

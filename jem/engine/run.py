@@ -149,8 +149,9 @@ def make_trainer(cfg: Config, raw_params: dict[str, Any], prepared: Path, views:
                  callbacks: Sequence[Any] = (), gpus_per_worker: float | None = None,
                  stream: tuple[Any, dict[str, Any]] | None = None) -> Any:
     """The TorchTrainer running :func:`jem.engine.loop.train_worker` for ``cfg`` (used by the
-    pretrain stage and by every sweep trial). ``stream``: (the Ray Data dataset of
-    ``data.pretrain_root``, {"files", "columns"}), handed to the workers as their ``"train"`` shard."""
+    pretrain stage and by every sweep trial). ``stream``: (the Ray Data datasets of
+    ``data.pretrain_root`` by name, {"files", "columns", ...}), handed to the workers as their
+    ``"train"`` (and, for a method with a feature pass, ``"features"``) shards."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -167,7 +168,7 @@ def make_trainer(cfg: Config, raw_params: dict[str, Any], prepared: Path, views:
                            "progress": progress_mode(progress),
                            "cpus_per_worker": cfg.train.cpus_per_worker}  # resolved (0 = auto in the params)
                           | ({"stream": stream[1]} if stream else {}),
-        datasets={"train": stream[0]} if stream else None,
+        datasets=stream[0] if stream else None,
         dataset_config=_whole_pass_split() if stream else None,
         scaling_config=ray.train.ScalingConfig(num_workers=cfg.train.workers, use_gpu=gpus > 0,
                                                resources_per_worker=resources,
@@ -252,12 +253,15 @@ def pretrain(cfg: Config, raw_params: dict[str, Any], prepared: Path, views: Pat
         stream = None
         if files:
             from jem.engine.stream import StreamSpec, build_stream
+            from jem.methods import get_method_class
 
             _, h, _, c = np.load(prepared / "train_x.npy", mmap_mode="r").shape
             spec = StreamSpec.for_run(cfg, int(h), int(c))
             stats = json.loads((prepared / "stats.json").read_text())
-            stream = (build_stream(files, spec), {"files": len(files), "columns": spec.columns(), "size": spec.size,
-                                                  "channels": spec.channels, "stats": stats})
+            features = get_method_class(cfg.method).feature_pass  # it embeds every image at epoch starts
+            stream = (build_stream(files, spec, features), {"files": len(files), "columns": spec.columns(),
+                                                            "size": spec.size, "channels": spec.channels,
+                                                            "stats": stats, "features": features})
         trainer = make_trainer(cfg, raw_params, prepared, views, name=name, storage=storage, live_dir=live_dir,
                                progress=progress, stream=stream)
         try:

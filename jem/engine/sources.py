@@ -11,9 +11,10 @@ indices; it does not care whether they are read from the view cache or made on t
 Both take the same arguments and return the same thing: a list of ``n_global`` global views
 followed by ``n_local`` local crops, each a normalised float (B, C, S, S) tensor on the device.
 :class:`StreamViews` (``data.pretrain_root`` set) takes ready-rendered views from a Ray Data stream
-(:mod:`jem.engine.stream`) instead of image ids: :meth:`StreamViews.epoch` yields whole batches, one
-pass over the folder per epoch. :class:`CachedAudio` adds the audio views of the audio-visual methods (log-mel spectrograms).
-:func:`make_source` picks one from the config. Which images make each batch is
+(:mod:`jem.engine.stream`) instead of image ids: :meth:`StreamViews.epoch` yields whole batches with
+their file indices, one pass over the folder per epoch. :class:`CachedAudio` adds the audio views of
+the audio-visual methods (log-mel spectrograms). :func:`make_source` picks one from the config.
+Which images make each batch is
 :func:`epoch_shards`: one seeded permutation per epoch, cut into disjoint per-worker shards.
 """
 
@@ -174,11 +175,14 @@ class CachedAudio:
 @dataclass(frozen=True)
 class StreamFeed:
     """Where a worker's streamed views come from: ``batches(n)`` starts one pass over this worker's
-    share of the stream and yields dicts of numpy columns of at most ``n`` rows (``ok`` plus one uint8
-    column per view, see :func:`jem.engine.stream.render_batch`); ``files`` is the manifest's file
-    count, which plans the learning-rate schedule; ``columns`` names the view columns in order;
-    ``size`` and ``channels`` are the global views' (the labelled set's); ``stats`` is the prepared
-    set's ``stats.json`` (mean, std), sent by the driver so a worker reads no file of the checkout."""
+    share of the stream and yields dicts of numpy columns of at most ``n`` rows (``ok``, ``idx`` the
+    file indices, plus one uint8 column per view, see :func:`jem.engine.stream.render_batch`);
+    ``files`` is the manifest's file count, which plans the learning-rate schedule; ``columns`` names
+    the view columns in order; ``size`` and ``channels`` are the global views' (the labelled set's);
+    ``stats`` is the prepared set's ``stats.json`` (mean, std), sent by the driver so a worker reads
+    no file of the checkout; ``plain(n)``, for methods with a feature pass, starts one pass over
+    this worker's share of the decoded whole images (``ok``, ``idx``, ``x``: see
+    :func:`jem.engine.stream.decode_batch`)."""
 
     batches: Callable[[int], Iterable[dict[str, Any]]]
     files: int
@@ -186,6 +190,7 @@ class StreamFeed:
     size: int
     channels: int
     stats: dict[str, Any]
+    plain: Callable[[int], Iterable[dict[str, Any]]] | None = None
 
 
 class StreamViews:
@@ -196,7 +201,9 @@ class StreamViews:
     ``batch`` carried rows (:attr:`max_rows_held` records the most it held), never the folder.
 
     ``num_images`` is the manifest's file count: the loop plans ``num_images // (workers x batch)``
-    steps per epoch from it; an epoch ends earlier when skipped files leave fewer full batches."""
+    steps per epoch from it; an epoch ends earlier when skipped files leave fewer full batches. Every
+    batch comes with its file indices (positions in the manifest's file list), the index space of
+    ``StepContext.indices`` on the stream."""
 
     def __init__(self, feed: StreamFeed, channels: int, size: int, mean: torch.Tensor, std: torch.Tensor,
                  device: torch.device, channels_last: bool = False) -> None:
@@ -207,11 +214,11 @@ class StreamViews:
         self.delivered = 0  # images handed to the loop in the current (or last) pass
         self.max_rows_held = 0
 
-    def epoch(self, batch: int) -> Iterator[list[np.ndarray]]:
-        """One pass over this worker's share: lists of uint8 arrays (one per view column) of exactly
-        ``batch`` rows; the last incomplete batch is dropped."""
+    def epoch(self, batch: int) -> Iterator[tuple[np.ndarray, list[np.ndarray]]]:
+        """One pass over this worker's share: ((batch,) int64 file indices, uint8 arrays (one per view
+        column) of exactly ``batch`` rows); the last incomplete batch is dropped."""
         self.skipped = self.delivered = 0
-        cols = self.feed.columns
+        cols = ("idx",) + self.feed.columns
         carry: list[list[np.ndarray]] = []
         held = 0
         for part in self.feed.batches(batch):
@@ -227,7 +234,17 @@ class StreamViews:
                 carry = [[a[batch:] for a in joined]]
                 held -= batch
                 self.delivered += batch
-                yield out
+                yield out[0].astype(np.int64, copy=False), out[1:]
+
+    def image_batches(self, batch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """One pass over this worker's share of the decoded whole images (the feature pass): ((b,)
+        int64 file indices, uint8 (b, S, S, C)) of the files that decoded, b <= ``batch``."""
+        if self.feed.plain is None:
+            raise ValueError("the data.pretrain_root stream was started without its feature pass")
+        for part in self.feed.plain(batch):
+            ok = np.asarray(part["ok"], dtype=bool)
+            if ok.any():
+                yield np.asarray(part["idx"])[ok].astype(np.int64, copy=False), np.asarray(part["x"])[ok]
 
     def to_views(self, arrays: list[np.ndarray]) -> list[torch.Tensor]:
         return [to_input(a, self.mean, self.std, self.device, self.channels_last) for a in arrays]

@@ -4,8 +4,11 @@ training images and classification of the cluster indices (sections 3.2-3.3, Alg
 Per clustering (every ``recluster_every`` epochs, in ``on_epoch_start``):
 1. features of *all* N training images (un-augmented, evaluation mode, as the reference's
    ``compute_features``): backbone -> projector (the reference clusters the output of its MLP
-   classifier without the final ReLU). Each worker embeds a contiguous shard and the shards are
-   gathered (``gather_nograd``), so every worker clusters the same global matrix;
+   classifier without the final ReLU). Each worker embeds its share and the shares are gathered
+   (``gather_nograd``; :func:`embed_all`), so every worker clusters the same global matrix. On the
+   ``data.pretrain_root`` stream the images are the folder's files, decoded whole (no random view)
+   by a second Ray Data pass, indexed by their position in the manifest; files that do not decode
+   are left out of the clustering and keep label -1 with weight 0 (they never reach a batch);
 2. PCA-whitening to ``pca_dim``, L2 normalisation, k-means with empty-cluster re-seeding
    (:mod:`jem.losses.clustering`); rank 0's labels are kept (gathered again) so the pseudo-labels
    are bit-identical on every worker;
@@ -62,24 +65,92 @@ class DeepClusterParams:
 
 
 @torch.no_grad()
-def all_features(fn: Callable[[torch.Tensor], torch.Tensor], data: EpochData, batch: int = 512) -> torch.Tensor:
-    """``fn`` of every training image, (N, D) float32 on ``data.device``, identical on all workers.
+def embed_all(fn: Callable[[torch.Tensor], torch.Tensor], data: EpochData, batch: int = 512
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``fn`` of every un-augmented training image in evaluation inputs (normalised, whole image):
+    ((N, D) float32 features ordered by image index, (N,) bool: which rows hold one) on
+    ``data.device``, identical on all workers.
 
-    Worker ``r`` embeds images ``r * ceil(N/W) ...`` (the last shard padded by repeating the last
-    image so all shards have the same size), then the shards are concatenated in rank order.
+    Each worker embeds its share (:meth:`EpochData.image_batches`). View cache: equal contiguous
+    shards, concatenated in rank order, every row embedded. Stream: each worker's (file index,
+    feature) pairs are gathered (padded to the longest share) and scattered into file-index order;
+    the rows of files that did not decode stay zero and False. Only the (N, D) features are held,
+    never the images.
     """
-    images = data.images
-    n = images.shape[0]
-    per = -(-n // data.world_size)
-    idx = np.minimum(np.arange(data.rank * per, (data.rank + 1) * per), n - 1)
     mean = torch.tensor(data.mean, device=data.device).view(1, -1, 1, 1)
     std = torch.tensor(data.std, device=data.device).view(1, -1, 1, 1)
-    parts = []
-    for s in range(0, per, batch):
-        x = torch.from_numpy(np.ascontiguousarray(images[idx[s:s + batch]])).to(data.device)
+    rows, parts = [], []
+    for idx, images in data.image_batches(batch):
+        x = torch.from_numpy(images).to(data.device)
         x = (x.permute(0, 3, 1, 2).float() / 255.0 - mean) / std  # (b, C, H, W)
         parts.append(fn(x).float())
-    return data.comm.gather_nograd(torch.cat(parts))[:n]
+        rows.append(idx)
+    n = data.num_images
+    if data.stream_files is None:  # equal contiguous shards in rank order: the concatenation is index order
+        feats = data.comm.gather_nograd(torch.cat(parts))[:n]
+        return feats, torch.ones(n, dtype=torch.bool, device=feats.device)
+    return _scatter_pairs(rows, parts, data)
+
+
+def _scatter_pairs(rows: list[np.ndarray], parts: list[torch.Tensor], data: EpochData
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every worker's (index, feature) pairs, gathered and placed at their indices (stream path)."""
+    n, dev = data.num_images, data.device
+    mine = torch.from_numpy(np.concatenate(rows).astype(np.int64)) if rows else torch.zeros(0, dtype=torch.int64)
+    sizes = data.comm.gather_nograd(torch.tensor([[mine.numel(), parts[0].shape[1] if parts else 0]], device=dev))
+    longest, dim = int(sizes[:, 0].max()), int(sizes[:, 1].max())
+    if longest == 0:
+        raise ValueError(f"none of the {n} files of the data.pretrain_root stream decoded in the feature pass")
+    idx = torch.full((longest,), -1, dtype=torch.int64, device=dev)
+    idx[: mine.numel()] = mine.to(dev)
+    feats = torch.zeros((longest, dim), device=dev)
+    if parts:
+        feats[: mine.numel()] = torch.cat(parts)
+    idx, feats = data.comm.gather_nograd(idx), data.comm.gather_nograd(feats)
+    keep = idx >= 0
+    idx, feats = idx[keep], feats[keep]
+    if int(idx.max()) >= n or torch.unique(idx).numel() != idx.numel():
+        raise RuntimeError(f"the feature pass read file indices outside 0..{n - 1} or one file twice: the stream "
+                           "does not match its manifest")
+    out = torch.zeros((n, dim), device=dev)
+    out[idx] = feats
+    ok = torch.zeros(n, dtype=torch.bool, device=dev)
+    ok[idx] = True
+    return out, ok
+
+
+@torch.no_grad()
+def all_features(fn: Callable[[torch.Tensor], torch.Tensor], data: EpochData, batch: int = 512) -> torch.Tensor:
+    """``fn`` of every training image, (N, D) float32 on ``data.device``, identical on all workers
+    (:func:`embed_all`); ValueError when some file of a stream did not decode (a method that needs
+    every image's row cannot skip one; :func:`embed_all` says which rows exist)."""
+    feats, ok = embed_all(fn, data, batch)
+    if not bool(ok.all()):
+        raise ValueError(f"{int((~ok).sum())} of the {ok.numel()} files of the data.pretrain_root stream did not "
+                         "decode, and this method needs a feature of every image")
+    return feats
+
+
+def decoded_rows(ok: torch.Tensor, k: int, knob_name: str) -> torch.Tensor | None:
+    """The rows to cluster: None when every image has a feature (the view cache, or a stream whose
+    files all decode), else the indices of those that have one; ValueError when fewer than ``k``."""
+    if bool(ok.all()):
+        return None
+    rows = torch.nonzero(ok).squeeze(1)
+    if k > rows.numel():
+        raise ValueError(f"{knob_name} = {k} exceeds the {rows.numel()} files of the stream that decoded")
+    return rows
+
+
+def spread(values: torch.Tensor, rows: torch.Tensor | None, n: int, fill: float) -> torch.Tensor:
+    """Per-row ``values`` of the ``rows`` placed in an (N, ...) tensor filled with ``fill`` (``values``
+    itself when ``rows`` is None): the pseudo-label -1 and weight 0 of a file that did not decode,
+    which never reaches a batch (:class:`jem.engine.sources.StreamViews` drops its rows)."""
+    if rows is None:
+        return values
+    out = torch.full((n, *values.shape[1:]), fill, dtype=values.dtype, device=values.device)
+    out[rows.to(values.device)] = values
+    return out
 
 
 def require_indices(ctx: StepContext, name: str) -> torch.Tensor:
@@ -112,7 +183,7 @@ def reinit_heads(heads: Sequence[nn.Linear], seed: int, epoch: int) -> None:
 
 def clustering_due(knob_name: str, k: int, n: int, labels: torch.Tensor | None, epoch: int, every: int) -> bool:
     """Whether ``on_epoch_start`` must cluster: no labels yet, labels of another training set, or
-    the ``every``-epoch cadence; a ``k`` above the ``n`` training images is one clear error."""
+    the ``every``-epoch cadence; a ``k`` above the ``n`` training images (stream files) is one clear error."""
     if k > n:
         raise ValueError(f"{knob_name} = {k} exceeds the {n} training images")
     return labels is None or labels.numel() != n or epoch % every == 0
@@ -123,6 +194,8 @@ def clustering_due(knob_name: str, k: int, n: int, labels: torch.Tensor | None, 
                       "re-initialised head",
           paper="Caron, Bojanowski, Joulin, Douze 2018, arXiv:1807.05520")
 class DeepCluster(Method[DeepClusterParams]):
+    feature_pass = True  # clusters embed_all's features: runs on the data.pretrain_root stream
+
     def __init__(self, arch: dict, projector: list[int], params: DeepClusterParams) -> None:
         super().__init__(arch, projector, params)
         self.head = nn.Linear(projector[-1], params.n_clusters)
@@ -140,18 +213,20 @@ class DeepCluster(Method[DeepClusterParams]):
     def cluster(self, data: EpochData) -> None:
         p = self.params
         with eval_mode(self):
-            feats = all_features(self.embed, data)  # (N, P)
-        x = preprocess_features(feats, p.pca_dim)
+            feats, ok = embed_all(self.embed, data)  # (N, P), (N,)
+        rows = decoded_rows(ok, p.n_clusters, "methods.deepcluster.n_clusters")  # None: every image
+        x = preprocess_features(feats if rows is None else feats[rows], p.pca_dim)
         _, labels = kmeans(x, p.n_clusters, p.kmeans_iters, keyed_generator(self.seed, data.epoch, 1))
         labels = data.comm.gather_nograd(labels)[: labels.numel()]  # rank 0's copy everywhere
-        self.labels = labels.to(data.device)
-        self.weights = balanced_weights(labels, p.n_clusters).to(data.device)
+        n = data.num_images
+        self.labels = spread(labels, rows, n, -1).to(data.device)
+        self.weights = spread(balanced_weights(labels, p.n_clusters), rows, n, 0.0).to(data.device)
         self.n_nonempty = float(torch.unique(labels).numel())
         self.reset_head(data.epoch)
 
     def on_epoch_start(self, data: EpochData) -> None:
         p = self.params
-        if clustering_due("methods.deepcluster.n_clusters", p.n_clusters, data.images.shape[0], self.labels,
+        if clustering_due("methods.deepcluster.n_clusters", p.n_clusters, data.num_images, self.labels,
                           data.epoch, p.recluster_every):
             self.cluster(data)
         assert self.labels is not None and self.weights is not None

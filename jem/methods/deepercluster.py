@@ -4,7 +4,9 @@ and the loss are in :mod:`jem.losses.deepercluster`).
 
 Per clustering (every ``recluster_every`` epochs, in ``on_epoch_start``, as DeepCluster):
 1. features of all N training images (un-augmented, evaluation mode): backbone -> projector,
-   gathered across workers (:func:`jem.methods.deepcluster.all_features`);
+   gathered across workers (:func:`jem.methods.deepcluster.embed_all`); on the
+   ``data.pretrain_root`` stream (the paper's setting: uncurated images) the folder's files in
+   manifest order, those that do not decode left out (labels -1, weight 0, never in a batch);
 2. PCA-whitening to ``pca_dim`` and L2 normalisation, once, then :func:`hierarchical_kmeans`: ``m``
    super-clusters, then ``K`` sub-clusters inside each; rank 0's labels are kept on every worker;
 3. both heads are re-initialised (N(0, 0.01) weights, zero bias), because cluster indices are arbitrary.
@@ -56,7 +58,15 @@ from jem.losses.deepercluster import (
 from jem.losses.pretext import rotate_batch
 from jem.methods import register
 from jem.methods.base import EpochData, Method, StepContext
-from jem.methods.deepcluster import all_features, clustering_due, eval_mode, reinit_heads, require_indices
+from jem.methods.deepcluster import (
+    clustering_due,
+    decoded_rows,
+    embed_all,
+    eval_mode,
+    reinit_heads,
+    require_indices,
+    spread,
+)
 
 
 @dataclass(frozen=True)
@@ -79,6 +89,8 @@ class DeeperClusterParams:
                       "the rotation",
           paper="Caron, Bojanowski, Mairal, Joulin 2019, arXiv:1905.01278")
 class DeeperCluster(Method[DeeperClusterParams]):
+    feature_pass = True  # clusters embed_all's features: runs on the data.pretrain_root stream
+
     def __init__(self, arch: dict, projector: list[int], params: DeeperClusterParams) -> None:
         super().__init__(arch, projector, params)
         self.n_rot = 4 if params.rotation else 1
@@ -99,20 +111,24 @@ class DeeperCluster(Method[DeeperClusterParams]):
     def cluster(self, data: EpochData) -> None:
         p = self.params
         with eval_mode(self):
-            feats = all_features(self.embed, data)  # (N, P)
-        x = preprocess_features(feats, p.pca_dim)
+            feats, ok = embed_all(self.embed, data)  # (N, P), (N,)
+        rows = decoded_rows(ok, p.super_clusters, "methods.deepercluster.super_clusters")  # None: every image
+        x = preprocess_features(feats if rows is None else feats[rows], p.pca_dim)
         sup, sub = hierarchical_kmeans(x, p.super_clusters, p.sub_clusters, p.kmeans_iters,
                                        keyed_generator(self.seed, data.epoch, 1))
         n = sup.numel()
         both = data.comm.gather_nograd(torch.stack([sup, sub], 1))[:n]  # rank 0's copy everywhere
-        self.super_labels, self.sub_labels = both[:, 0].to(data.device), both[:, 1].to(data.device)
-        leaf = flat_cluster_labels(self.super_labels, self.sub_labels, p.sub_clusters)
-        self.weights = balanced_weights(leaf, p.super_clusters * p.sub_clusters).to(data.device)
+        sup, sub = both[:, 0].to(data.device), both[:, 1].to(data.device)
+        leaf = flat_cluster_labels(sup, sub, p.sub_clusters)
+        weights = balanced_weights(leaf, p.super_clusters * p.sub_clusters).to(data.device)
+        n_all = data.num_images  # files that did not decode: labels -1, weight 0 (never in a batch)
+        self.super_labels, self.sub_labels = spread(sup, rows, n_all, -1), spread(sub, rows, n_all, -1)
+        self.weights = spread(weights, rows, n_all, 0.0)
         self.reset_heads(data.epoch)
 
     def on_epoch_start(self, data: EpochData) -> None:
         p = self.params
-        if clustering_due("methods.deepercluster.super_clusters", p.super_clusters, data.images.shape[0],
+        if clustering_due("methods.deepercluster.super_clusters", p.super_clusters, data.num_images,
                           self.super_labels, data.epoch, p.recluster_every):
             self.cluster(data)
         assert self.super_labels is not None and self.sub_labels is not None and self.weights is not None

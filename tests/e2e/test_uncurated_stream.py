@@ -55,9 +55,11 @@ def test_dvc_repro_streams_counts_corrupt_files_and_reruns_on_change(tmp_path):
 
 def test_two_node_cluster_trains_on_the_stream(tmp_path):
     """One Ray Train worker on each node of a 2-node ``ray.cluster_utils`` cluster (2 logical CPUs
-    each: one for the worker, one for the stream's tasks). The files are read by tasks pinned to the
-    driver's (head) node; both workers get their views through ``get_dataset_shard``, and every
-    corrupt file is counted once over the two shares."""
+    each: one for the worker, one for the stream's tasks), training DeeperCluster. The files are
+    read by tasks pinned to the driver's (head) node; both workers get their views and the feature
+    pass of the clustering (the ``features`` dataset) through ``get_dataset_shard``, every corrupt
+    file is counted once over the two shares (the run's checkpoints are removed after it, so the
+    pseudo-labels are checked in tests/engine/test_stream_features.py)."""
     from ray._common.utils import get_ray_address_file
     from ray.cluster_utils import Cluster
 
@@ -80,6 +82,7 @@ def test_two_node_cluster_trains_on_the_stream(tmp_path):
         cluster.wait_for_nodes()
         raw = set_dotted(defaults_dict(), {
             "data.pretrain_root": str(root), "train.epochs": 2, "train.batch_size": 32, "train.workers": 2,
+            "method": "deepercluster", "methods.deepercluster.recluster_every": 1,
             "train.warmup_epochs": 0, "eval.monitor_every": 0, "ray.log_to_driver": False,
             "ray.address": cluster.address, "ray.placement_strategy": "SPREAD"})
         cfg = parse_config(raw)
@@ -98,3 +101,35 @@ def test_two_node_cluster_trains_on_the_stream(tmp_path):
     assert summary["stream_files"] == N_GOOD + len(CORRUPT)
     assert 0 < summary["stream_images"] <= N_GOOD and summary["stream_images"] % 32 == 0
     assert np.isfinite(summary["final_loss"])
+
+
+def test_ray_stream_rows_carry_their_manifest_index(tmp_path):
+    """Both datasets of a real local Ray Data stream (views and the feature pass): every file of the
+    manifest comes out once with its position in the list as ``idx``; exactly the corrupt files
+    have ``ok`` False; the feature pass's ``x`` is the file decoded whole."""
+    from jem.config import defaults_dict, parse_config
+    from jem.data.imagefolder import read_image
+    from jem.data.stream import stream_files
+    from jem.engine.session import ray_session
+    from jem.engine.stream import StreamSpec, build_stream
+    from jem.sweep.space import set_dotted
+
+    root = make_folder(tmp_path / "raw", 40)
+    files = stream_files(str(root))
+    cfg = parse_config(set_dotted(defaults_dict(), {"method": "deepercluster", "ray.num_cpus": 2,
+                                                    "ray.log_to_driver": False}))
+    with ray_session(cfg.ray):
+        datasets = build_stream(files, StreamSpec.for_run(cfg, 8, 1), features=True)
+        rows = {name: [b for b in ds.iter_batches(batch_size=16, batch_format="numpy")]
+                for name, ds in datasets.items()}
+    assert sorted(rows) == ["features", "train"]
+    corrupt = sorted(i for i, f in enumerate(files) if Path(f).name in CORRUPT)
+    for batches in rows.values():
+        idx = np.concatenate([b["idx"] for b in batches])
+        ok = np.concatenate([b["ok"] for b in batches])
+        assert sorted(idx.tolist()) == list(range(len(files)))
+        assert sorted(idx[~ok].tolist()) == corrupt
+    for b in rows["features"]:
+        for i, good, x in zip(b["idx"], b["ok"], b["x"]):
+            if good:
+                assert (x == read_image(files[int(i)], 8, 1)).all()

@@ -89,7 +89,8 @@ def _part(rows: int, bad: list[int], start: int) -> dict[str, np.ndarray]:
     ok = np.ones(rows, dtype=bool)
     ok[bad] = False
     ids = np.arange(start, start + rows, dtype=np.uint8)
-    return {"ok": ok, "g0": np.broadcast_to(ids[:, None, None, None], (rows, 4, 4, 1)).copy(),
+    return {"ok": ok, "idx": 1000 + np.arange(start, start + rows),  # file indices: 1000 + the view value
+            "g0": np.broadcast_to(ids[:, None, None, None], (rows, 4, 4, 1)).copy(),
             "g1": np.broadcast_to(ids[:, None, None, None], (rows, 4, 4, 1)).copy() + 100}
 
 
@@ -105,12 +106,15 @@ def test_stream_views_recuts_exact_batches_and_holds_at_most_two():
                                  stats={"mean": [0.0], "std": [1.0]}), 1, 4,
                       torch.zeros(1, 1, 1, 1), torch.ones(1, 1, 1, 1), torch.device("cpu"))
     for _ in range(2):  # every pass is the whole stream again
-        got = list(src.epoch(batch))
+        got_idx = list(src.epoch(batch))
+        got = [arrays for _, arrays in got_idx]
         assert [len(a) for b in got for a in b] == [batch] * (2 * len(got))
         assert len(got) == len(good_ids) // batch  # 41 good rows -> 5 full batches, 1 row dropped
         flat = [int(v) for b in got for v in b[0][:, 0, 0, 0]]
         assert flat == good_ids[: len(flat)]  # order kept, bad rows gone
         assert all((b[1] == b[0] + 100).all() for b in got)  # the columns stay row-aligned
+        for idx, arrays in got_idx:  # each batch's file indices are its rows' own
+            assert idx.dtype == np.int64 and idx.tolist() == (1000 + arrays[0][:, 0, 0, 0].astype(int)).tolist()
         assert src.skipped == sum(len(b) for b in bads) == 7
         assert src.delivered == 5 * batch
         assert src.max_rows_held < 2 * batch  # never more than one incoming batch + a partial one
@@ -120,9 +124,10 @@ def test_stream_views_recuts_exact_batches_and_holds_at_most_two():
 
 def test_config_refuses_methods_that_need_the_whole_set(tmp_path):
     base = {"data.pretrain_root": str(tmp_path)}
-    parse_config(set_dotted(defaults_dict(), base))  # the default method streams
-    for method in ("deepcluster", "npid"):
-        with pytest.raises(ConfigError, match="whole training set"):
+    for method in ("simclr", "deepcluster", "deepercluster"):  # clustering methods get the feature pass
+        parse_config(set_dotted(defaults_dict(), {**base, "method": method}))
+    for method in ("sela", "npid"):
+        with pytest.raises(ConfigError, match=f"^method {method} needs the whole training set"):
             parse_config(set_dotted(defaults_dict(), {**base, "method": method}))
 
 
