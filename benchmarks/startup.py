@@ -20,6 +20,10 @@ this process, each with its own private local Ray instance, and times the phases
   Ray Train costs around it;
 * ``ray_shutdown_s``: ``ray.shutdown``.
 
+With ``--attach`` the same runs attach to one long-lived local instance (``ray start --head``,
+started once before the runs and ended after them), as a user does with ``ray.address`` set: the
+runs then pay a connection instead of ``ray.init`` of a new instance, and no instance shutdown.
+
 Medians over repeats. The machine's load is printed beside them: on a shared machine each phase
 stretches, so compare phases within one run.
 """
@@ -104,17 +108,43 @@ class Timer:
 
 
 def controller_phases(session_dir: str | None) -> dict[str, float]:
-    """The worker-group start-up phases from the Train controller's log of this instance."""
+    """The worker-group start-up phases from the Train controller's log of the latest run on this
+    instance (an attached instance keeps the logs of the earlier runs beside it)."""
     out: dict[str, float] = {}
-    if session_dir is None:
+    logs = list(Path(session_dir, "logs", "train").glob("ray-train-sys-controller-*.log")) if session_dir else []
+    if not logs:
         return out
-    for log in sorted(Path(session_dir, "logs", "train").glob("ray-train-sys-controller-*.log")):
-        text = log.read_text(errors="replace")
-        for key, pattern in INIT_LINES.items():
-            m = re.search(pattern, text)
-            if m:
-                out[key] = float(m.group(1))
+    text = max(logs, key=lambda p: p.stat().st_mtime).read_text(errors="replace")
+    for key, pattern in INIT_LINES.items():
+        m = re.search(pattern, text)
+        if m:
+            out[key] = float(m.group(1))
     return out
+
+
+def start_head(work: Path, cpus: int) -> tuple[str, str]:
+    """``ray start --head`` on a free port, its processes marked for :func:`jem.reaper.reap`;
+    returns (address, owner token)."""
+    import socket
+
+    from jem import reaper
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    token = reaper.owner_token()
+    env = {**os.environ, reaper.MARKER: token}
+    env.pop("RAY_ADDRESS", None)
+    subprocess.run(["ray", "start", "--head", f"--port={port}", f"--num-cpus={cpus}", "--include-dashboard=false",
+                    "--disable-usage-stats"], check=True, env=env, capture_output=True)
+    # the address `ray start` binds, from another process: Ray reads its authentication mode when it
+    # is imported, and this one must import it only after use_token_auth_when_attaching
+    host = subprocess.run([sys.executable, "-c", "from ray._private.services import get_node_ip_address as g; "
+                           "print(g())"], capture_output=True, text=True, check=True).stdout.strip()
+    from jem.engine.session import use_token_auth_when_attaching
+
+    use_token_auth_when_attaching()
+    return f"{host}:{port}", token
 
 
 def one_run(cfg: Any, raw: dict[str, Any], work: Path, i: int) -> dict[str, Any]:
@@ -144,6 +174,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--max-train", type=int, default=0, help="data.max_train (0: all)")
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--attach", action="store_true",
+                    help="attach every run to one long-lived `ray start --head` instead of a fresh instance each")
     ap.add_argument("--out", type=Path, default=None, help="also write the result as JSON")
     args = ap.parse_args(argv)
     from jem.config import parse_config
@@ -160,16 +192,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     stage("prepare.py", "--params", str(params), "--out", str(work / "prepared"), cwd=work)
     stage("augment.py", "--params", str(params), "--prepared", str(work / "prepared"), "--out", str(work / "views"),
           cwd=work)
-    cfg = parse_config(raw)
     imports = [import_seconds() for _ in range(args.repeats)]
     rows = []
-    for i in range(args.repeats):
-        rows.append(one_run(cfg, raw, work, i))
-        print(json.dumps({k: round(v, 2) for k, v in rows[-1].items()}), flush=True)
+    token = None
+    if args.attach:
+        t0 = time.perf_counter()  # (not jem's local_cpus: it imports ray, which must wait for the auth mode)
+        raw["ray"]["address"], token = start_head(work, len(os.sched_getaffinity(0)))
+        print(f"head started in {time.perf_counter() - t0:.1f} s at {raw['ray']['address']}", flush=True)
+    cfg = parse_config(raw)
+    try:
+        for i in range(args.repeats):
+            rows.append(one_run(cfg, raw, work, i))
+            print(json.dumps({k: round(v, 2) for k, v in rows[-1].items()}), flush=True)
+    finally:
+        if token is not None:
+            from jem import reaper
+
+            reaper.reap(token)
     keys = list(rows[0])
     median = {k: statistics.median(r.get(k, float("nan")) for r in rows) for k in keys}
     median["import_s"] = statistics.median(imports)
     result = {"dataset": args.dataset, "max_train": args.max_train, "epochs": args.epochs, "repeats": args.repeats,
+              "attach": args.attach,
               "load_avg": os.getloadavg(), "median": median, "runs": rows, "imports": imports}
     order = ["import_s", "before_ray_s", "ray_init_s", "placement_group_s", "worker_actors_s", "train_context_s",
              "worker_group_s", "fit_s", "train_s", "fit_minus_train_s", "ray_shutdown_s", "total_s"]
