@@ -137,6 +137,7 @@ def test_preflight_checks_the_folder(tmp_path):
     root = make_folder(tmp_path / "raw", 5)
     sets = {"data.pretrain_root": str(root), "train.batch_size": 8, "ray.num_cpus": 2}
     check_run(parse_config(set_dotted(defaults_dict(), sets)))
+    check_run(parse_config(set_dotted(defaults_dict(), {**sets, "method": "deepercluster"})))  # streams now
     with pytest.raises(ConfigError, match="exceeds the 8 image files"):
         check_run(parse_config(set_dotted(defaults_dict(), {**sets, "train.batch_size": 9})))
     with pytest.raises(DataError, match="is not a folder"):
