@@ -142,7 +142,7 @@ class TrainConfig:
     cpus_per_worker: float = knob(0.0, lo=0.0, hi=256.0)  # 0 = auto: a local instance's CPUs shared by the workers
     use_gpu: bool = knob(False)
     precision: str = knob("auto", choices=("auto", "fp32", "bf16"))  # auto: bf16 autocast on GPU, fp32 on CPU
-    memory_format: str = knob("auto", choices=("auto", "contiguous", "channels_last"))  # auto: channels_last on GPU
+    memory_format: str = knob("auto", choices=("auto", "contiguous", "channels_last"))  # auto: channels_last
     compile: str = knob("none", choices=("none", "backbone", "step"))  # what torch.compile covers: jem.engine.step
     sync_bn: bool = knob(False)
     checkpoint_every: int = knob(5, lo=1)

@@ -18,7 +18,7 @@ from jem.lastgood import keep_last_good
 
 # what `dvc exp show` lists for every run: results and the run facts worth comparing
 METRICS = ("epochs", "final_loss", "views_per_s", "wall_s", "effective_lr", "effective_batch", "precision",
-           "memory_format", "threads")
+           "memory_format", "threads", "compile")
 
 
 def main() -> None:

@@ -16,9 +16,10 @@ views: the asymmetric BYOL/VICReg pair) plus any local crops; with ``augment.vie
 it renders fresh views on the training device.
 
 Speed switches: ``train.precision`` (bf16 autocast of the forward pass, loss included, as the
-VICReg/Barlow Twins reference code does), ``train.memory_format`` (channels_last model and views)
--- both ``auto`` = on for GPU workers, off on CPU -- and ``train.compile`` (``torch.compile`` of the
-backbone or of the whole step, :func:`jem.engine.step.compile_method`; state-dict keys unchanged).
+VICReg/Barlow Twins reference code does; ``auto`` = on GPU workers only), ``train.memory_format``
+(channels_last model and views; ``auto`` = everywhere: :mod:`jem.engine.device`) and
+``train.compile`` (``torch.compile`` of the backbone or of the whole step,
+:func:`jem.engine.step.compile_method`; state-dict keys unchanged).
 
 Reproducibility: model init from ``seed``; batch order and view choice from ``(seed, epoch,
 rank)``; so a run resumed from an epoch-``e`` checkpoint replays the same data as an
@@ -86,6 +87,7 @@ class Worker:
     warmup_steps: int
     audio: CachedAudio | None = None  # the audio views of audio-visual methods (``method.n_audio`` > 0)
     channels_last: bool = False  # the memory format of the model and its input views
+    compiled: str = "none"  # the train.compile mode that runs (after its fallbacks)
 
 
 def _load_data(cfg: Config, prepared: Path, views: Path, device: torch.device, channels_last: bool,
@@ -107,20 +109,21 @@ def _load_data(cfg: Config, prepared: Path, views: Path, device: torch.device, c
 
 
 def _build_model(cfg: Config, source: CachedViews | DeviceAugment | StreamViews, device: torch.device, world: int,
-                 channels_last: bool) -> tuple[Method, nn.Module]:
-    """The seeded method on ``device`` (channels_last, compiled backbone, SyncBatchNorm as configured)
-    and the module to call: the method itself, or its DDP wrapper on several workers."""
+                 channels_last: bool) -> tuple[Method, nn.Module, str]:
+    """The seeded method on ``device`` (channels_last, compiled backbone, SyncBatchNorm as configured),
+    the module to call (the method itself, its compiled form, or its DDP wrapper on several workers)
+    and the ``train.compile`` mode that runs (after fallbacks)."""
     tcfg = cfg.train
     torch.manual_seed(cfg.seed)
     method = build_method(cfg, source.channels, source.size).to(device)
     if channels_last:
         method = method.to(memory_format=torch.channels_last)
-    model, _ = compile_method(method, tcfg.compile, world)  # ``step``: the compiled method; else ``method``
+    model, compiled = compile_method(method, tcfg.compile, world)  # ``step``: the compiled method; else ``method``
     if tcfg.sync_bn and world > 1:
         method = nn.SyncBatchNorm.convert_sync_batchnorm(method)
     if world > 1:
         model = nn.parallel.DistributedDataParallel(method, device_ids=[device.index] if tcfg.use_gpu else None)
-    return method, model
+    return method, model, compiled
 
 
 def _schedule(tcfg: TrainConfig, n_images: int, world: int) -> tuple[int, int, int]:
@@ -141,14 +144,14 @@ def setup(cfg: Config, rank: int, world: int, prepared: Path, views: Path, feed:
     device = worker_device(tcfg)
     amp, channels_last = speed_settings(tcfg, device)
     stats, source, train_images = _load_data(cfg, prepared, views, device, channels_last, feed)
-    method, model = _build_model(cfg, source, device, world, channels_last)
+    method, model, compiled = _build_model(cfg, source, device, world, channels_last)
     comm = dist.current_comm()
     peak_lr = effective_lr(tcfg, world)
     optimizer = build_optimizer(method, tcfg, peak_lr)
     steps_per_epoch, total_steps, warmup_steps = _schedule(tcfg, source.num_images, world)
     audio = CachedAudio(views, device) if method.n_audio else None
     return Worker(cfg, rank, world, device, stats, source, train_images, method, model, optimizer, comm, amp,
-                  peak_lr, steps_per_epoch, total_steps, warmup_steps, audio, channels_last)
+                  peak_lr, steps_per_epoch, total_steps, warmup_steps, audio, channels_last, compiled)
 
 
 def run_epoch(w: Worker, epoch: int, monitor: Monitor) -> dict[str, float]:
@@ -291,4 +294,4 @@ def _summary(w: Worker, history: list[dict[str, float]], start_epoch: int, train
             "steps_per_epoch": w.steps_per_epoch, "pid": os.getpid(),
             # what actually ran (``auto`` resolved): the settings a throughput number belongs to
             "precision": "bf16" if w.amp else "fp32", "memory_format": "channels_last" if w.channels_last else "contiguous",
-            "threads": torch.get_num_threads(), "device": w.device.type}
+            "threads": torch.get_num_threads(), "compile": w.compiled, "device": w.device.type}

@@ -17,7 +17,7 @@ EVAL_KEYS = ["knn.top1", "linear.top1", "semi_1pct.top1", "semi_10pct.top1", "ra
 EVAL_FULL_KEYS = EVAL_KEYS + ["knn.top5", "knn200.top1", "linear.top5", "random_init.semi_1pct.top5",
                               "collapse.backbone.rankme"]
 PRETRAIN_KEYS = ["views_per_s", "wall_s", "final_loss", "epochs", "effective_lr", "precision", "memory_format",
-                 "threads"]
+                 "threads", "compile"]
 BOOKKEEPING = ["start_epoch", "pid", "run_name", "replica_param_spread", "nodes", "workers", "train_s"]
 
 
@@ -45,8 +45,8 @@ def test_repro_writes_contract_metrics_and_report(repo, baseline):
 
     cfg = load_config(repo / "params.yaml")
     assert cfg.train.cpus_per_worker == 0 and cfg.train.workers == 1
-    assert (pre["precision"], pre["memory_format"], pre["threads"]) == ("fp32", "channels_last",
-                                                                        int(local_cpus(cfg.ray))), pre
+    assert (pre["precision"], pre["memory_format"], pre["threads"], pre["compile"]) == (
+        "fp32", "channels_last", int(local_cpus(cfg.ray)), "none"), pre
     # the baselines stage's results, copied into eval.json by evaluate
     base = _flat(json.loads((repo / "data" / "baselines.json").read_text()))
     for key in ("random_init.knn.top1", "random_init.semi_10pct.top1", "pixels.linear.top1"):
