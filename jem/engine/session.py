@@ -136,8 +136,11 @@ def use_token_auth_when_attaching() -> None:
     ``RAY_AUTH_MODE`` does not send it: the connection fails with "Failed to connect to Ray cluster"
     (measured: the docs' own `ray start --head` + `ray.address` recipe failed so). A token-mode driver
     also connects to a cluster without authentication, so with a token at hand and no mode chosen
-    by the user, attach in token mode."""
-    if "RAY_AUTH_MODE" not in os.environ and token_available():
+    by the user, attach in token mode. Ray reads the mode when it is first imported, so this acts
+    only in a process that has not imported Ray yet (every stage); a process that already has (a
+    notebook, a test that started a ``ray.cluster_utils`` cluster) keeps the mode it started with,
+    and changing the variable there would only hand a different mode to the processes it spawns."""
+    if "RAY_AUTH_MODE" not in os.environ and "ray" not in sys.modules and token_available():
         os.environ["RAY_AUTH_MODE"] = "token"
 
 
