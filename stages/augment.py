@@ -17,12 +17,14 @@ def main() -> None:
     import os
 
     import numpy as np
+    import torch
 
     from jem.augment.cache import build_view_cache
-    from jem.engine.device import configure_threads
     from jem.io import verify_prepared
 
-    configure_threads(len(os.sched_getaffinity(0)))  # every CPU this process may use (waiting passively: jem/__init__)
+    # every CPU this process may use (its OpenMP threads wait passively: jem/__init__); not through
+    # jem.engine.device, whose imports would make all method code a dependency of this stage
+    torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
 
     verify_prepared(args.prepared)
     src = args.prepared / "pretrain_x.npy"
