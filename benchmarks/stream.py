@@ -224,13 +224,9 @@ def measure_costs(work: Path, base: dict[str, Any], dataset: str, max_train: int
     ``train / (train + render)`` of the cache's views/s, before any Ray Data overhead."""
     import torch
 
+    from benchmarks.step import Variant
     from jem.config import parse_config
-    from jem.engine.optim import build_optimizer
-    from jem.engine.sources import normalise_into
-    from jem.engine.step import train_step
     from jem.engine.stream import RENDER_ROWS, StreamSpec, render_batch
-    from jem.methods import get_method_class
-    from jem.methods.base import StepContext
 
     torch.set_num_threads(1)
     params = params_file(work, base, **{"dataset": dataset, "data.max_train": max_train})
@@ -251,22 +247,13 @@ def measure_costs(work: Path, base: dict[str, Any], dataset: str, max_train: int
             render_batch({"bytes": np.array(blobs[i:i + RENDER_ROWS], dtype=object)}, spec)
 
     render_ms = _cpu_ms_per_view(render_all, len(blobs) * n_views)
-    arch = {"backbone": cfg.model.backbone, "width": cfg.model.width, "in_channels": channels, "image_size": side}
-    torch.manual_seed(0)
-    method = get_method_class(cfg.method)(arch, list(cfg.model.projector), cfg.method_params)
-    method = method.to(memory_format=torch.channels_last)
-    opt = build_optimizer(method, cfg.train, cfg.train.lr)
-    batch = cfg.train.batch_size
-    zero, one = torch.zeros(channels, 1, 1), torch.ones(channels, 1, 1)
-    views = [normalise_into(torch.randn(batch, channels, side, side), zero, one, True) for _ in range(spec.n_global)]
-    ctx = StepContext(0, 0, 10**6, 100, indices=torch.arange(batch))
-    train_step(method, method, opt, views, ctx)  # warm-up
-
-    def steps() -> None:
-        for _ in range(3):
-            train_step(method, method, opt, views, ctx)
-
-    train_ms = _cpu_ms_per_view(steps, 3 * batch * spec.n_global)
+    # the training step as benchmarks.step times it: the shipped method and model, random input of the
+    # data set's shape, channels_last (the default layout), fp32, eager
+    step = Variant("fp32-channels_last", argparse.Namespace(
+        method=cfg.method, backbone=cfg.model.backbone, width=cfg.model.width, channels=int(channels), size=int(side),
+        batch=cfg.train.batch_size, seed=0))
+    step.run(1)  # warm-up
+    train_ms = _cpu_ms_per_view(lambda: step.run(3), 3 * step.views_per_step)
     costs = {"dataset": dataset, "method": cfg.method, "images": n, "rendered": len(blobs), "views_per_image": n_views,
              "render_ms_per_view": render_ms, "train_ms_per_view": train_ms,
              "bound_stream_over_cache": train_ms / (train_ms + render_ms)}
