@@ -40,7 +40,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "deepercluster": {"method": "deepercluster"},
     "seer": {"method": "swav", "model.backbone": "regnet_y_400mf", "model.stem": "auto",
              "model.projector": [512, 512, 128], "augment.multicrop.local_crops": 4, "methods.swav.local_crops": 4,
-             "train.sync_bn": True},
+             "train.sync_bn": True, "model.zero_init_residual": True},
 }
 # the Fashion-MNIST protocol's augmentation (benchmarks/methods.py): natural-image crops and flips
 AUGMENT = {"augment.view_a.crop_scale": [0.2, 1.0], "augment.view_b.crop_scale": [0.2, 1.0],

@@ -93,6 +93,7 @@ def parse_config(raw: Any) -> Config:
                           "weights; every backbone starts from random init (remove model.weights)")
     cfg = build(Config, raw, "", {"methods": _build_methods})
     _check_backbone(cfg.model.backbone, cfg.model.stem)
+    _check_zero_init(cfg.model.backbone, cfg.model.zero_init_residual)
     specs = method_registry.registry()
     if cfg.method not in specs:
         raise ConfigError(f"method {cfg.method!r} is not registered; choose one of: "
@@ -123,6 +124,14 @@ def _check_backbone(name: str, stem: str) -> None:
     if stem == "cifar" and tv.family(name) == "other":
         raise ConfigError(f"model.stem = cifar is defined for ResNet and RegNet models, not {name}; set "
                           "model.stem = imagenet or auto")
+
+
+def _check_zero_init(name: str, zero_init: bool) -> None:
+    from jem.models import tv
+
+    if zero_init and (name in ("small_cnn", "vit_tiny") or tv.family(name) == "other"):
+        raise ConfigError(f"model.zero_init_residual applies to ResNet and RegNet backbones (residual blocks ending "
+                          f"in BatchNorm), not {name}; set it to false")
 
 
 def _check_cross_field(cfg: Config) -> None:

@@ -120,6 +120,9 @@ class ModelConfig:
     # with random weights; checked against torchvision's list by jem.config (this module imports no torch)
     backbone: str = knob("small_cnn")
     stem: str = knob("auto", choices=STEMS)  # torchvision ResNet/RegNet: cifar = 3x3 stride-1, no max-pool (jem.models.tv)
+    # torchvision ResNet/RegNet (and resnet18): the last BatchNorm of every residual block starts at gamma 0,
+    # so each block starts as the identity (Goyal et al. 2017, arXiv:1706.02677, section 5.1; jem.models.tv)
+    zero_init_residual: bool = knob(False)
     width: int = knob(32, lo=4, hi=1024)  # small_cnn base channel count
     projector: list = knob([256, 256], min_len=1, item_lo=1)  # hidden..., output widths
     patch_size: int = knob(0, lo=0, hi=64)  # vit_tiny patch size; 0 -> automatic (8x8 -> 2, 28/32 -> 4)

@@ -46,13 +46,14 @@ class SmallCNN(nn.Module):
         return self.features(x)
 
 
-def cifar_resnet18(in_channels: int) -> nn.Module:
+def cifar_resnet18(in_channels: int, zero_init_residual: bool = False) -> nn.Module:
     """ResNet-18 with the CIFAR stem (He et al. 2016, arXiv:1512.03385; SimCLR appendix B.9):
     3x3 stride-1 first convolution and no max-pool, so 32x32 inputs keep 4x4 maps at the end.
-    Output: 512-d pooled features (the classifier is removed)."""
+    Output: 512-d pooled features (the classifier is removed). ``zero_init_residual``: torchvision's
+    option of that name (each block's last BatchNorm starts at gamma 0)."""
     from torchvision.models import resnet18  # lazily: importing torchvision costs ~3 s per process
 
-    net = resnet18(weights=None)
+    net = resnet18(weights=None, zero_init_residual=zero_init_residual)
     net.conv1 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
     net.maxpool = nn.Identity()
     net.fc = nn.Identity()
@@ -72,6 +73,8 @@ def backbone_arch(model: Any, in_channels: int, image_size: int) -> dict[str, An
         stem = resolve_stem(model.backbone, getattr(model, "stem", "auto"), image_size)
         if model.backbone != LEGACY_RESNET18 or stem != "cifar":
             arch["stem"] = stem
+        if getattr(model, "zero_init_residual", False):  # recorded only when set: older encoder.json files stay valid
+            arch["zero_init_residual"] = True
     return arch
 
 
@@ -79,8 +82,9 @@ def build_backbone(arch: dict[str, Any]) -> tuple[nn.Module, int]:
     """``arch`` = {"backbone", "width", "in_channels", "image_size"} (torchvision models: "stem"
     too; ``resnet18`` without it is the CIFAR-stem ResNet-18) -> (module, feature dim)."""
     name, cin = arch["backbone"], int(arch["in_channels"])
+    zero_init = bool(arch.get("zero_init_residual", False))
     if name == LEGACY_RESNET18 and arch.get("stem", "cifar") == "cifar":
-        net: nn.Module = cifar_resnet18(cin)
+        net: nn.Module = cifar_resnet18(cin, zero_init)
     elif name == "small_cnn":
         net = SmallCNN(cin, int(arch.get("width", 32)))
     elif name == "vit_tiny":
@@ -89,5 +93,5 @@ def build_backbone(arch: dict[str, Any]) -> tuple[nn.Module, int]:
         depth = int(arch.get("depth", 0)) or DEPTH
         net = ViT(cin, int(arch["image_size"]), int(arch.get("patch_size", 0)), depth=depth)
     else:  # a torchvision classification model (jem.models.tv)
-        return build_torchvision(name, cin, str(arch.get("stem", "imagenet")))
+        return build_torchvision(name, cin, str(arch.get("stem", "imagenet")), zero_init)
     return net, int(net.out_dim)  # type: ignore[arg-type]

@@ -138,9 +138,28 @@ def _remove_classifier(net: nn.Module) -> int:
     return int(last.in_features)
 
 
-def build_torchvision(name: str, in_channels: int, stem: str) -> tuple[nn.Module, int]:
+def zero_init_residual_gammas(net: nn.Module) -> int:
+    """Set the scale (gamma) of the last BatchNorm of every residual block of a torchvision ResNet
+    (BasicBlock ``bn2``, Bottleneck ``bn3``: what torchvision's ``zero_init_residual=True`` does) or
+    RegNet (ResBottleneckBlock ``f.c``'s BatchNorm) to 0; returns how many it set."""
+    from torchvision.models.regnet import ResBottleneckBlock
+    from torchvision.models.resnet import BasicBlock, Bottleneck
+
+    done = 0
+    for m in net.modules():
+        bn = (m.bn2 if isinstance(m, BasicBlock) else m.bn3 if isinstance(m, Bottleneck)
+              else m.f.c[1] if isinstance(m, ResBottleneckBlock) else None)
+        if isinstance(bn, nn.BatchNorm2d):
+            nn.init.zeros_(bn.weight)
+            done += 1
+    return done
+
+
+def build_torchvision(name: str, in_channels: int, stem: str, zero_init_residual: bool = False
+                      ) -> tuple[nn.Module, int]:
     """torchvision classification model ``name`` with random weights, its classifier removed, its
-    input adapted to ``in_channels`` and the resolved ``stem`` (``imagenet`` | ``cifar``) applied.
+    input adapted to ``in_channels`` and the resolved ``stem`` (``imagenet`` | ``cifar``) applied;
+    ``zero_init_residual`` (ResNet / RegNet): :func:`zero_init_residual_gammas`.
     Returns (module mapping (B, C, H, W) -> (B, D), D)."""
     import torchvision.models as tvm
 
@@ -170,5 +189,7 @@ def build_torchvision(name: str, in_channels: int, stem: str) -> tuple[nn.Module
         new = _conv_like(old, in_channels)
         _init_like(new, old, kaiming)
         _set_child(net, where, new)
+    if zero_init_residual and not zero_init_residual_gammas(net):
+        raise ValueError(f"model.zero_init_residual: {name} has no ResNet or RegNet residual block")
     net.out_dim = feat_dim  # type: ignore[assignment]
     return net, feat_dim

@@ -129,3 +129,56 @@ def test_short_real_pretrain_on_digits(tmp_path, backbone, stem):
     out = pretrain_and_knn(raw, tmp_path)
     assert np.isfinite(out["final_loss"]) and out["final_loss"] < out["first_loss"]
     assert 0.1 < out["knn"] <= 1.0 and out["seconds"] < 60
+
+
+# RegNetY-400MF has 1 + 3 + 6 + 6 residual blocks (Radosavovic et al. 2020, appendix: depths d1..d4);
+# ResNet-18 has 2 + 2 + 2 + 2 BasicBlocks and ResNet-50 3 + 4 + 6 + 3 Bottlenecks (He et al. 2016, table 1)
+BLOCKS = {"regnet_y_400mf": 16, "resnet18": 8, "resnet50": 16}
+
+
+@pytest.mark.parametrize("name", sorted(BLOCKS))
+def test_zero_init_residual_makes_every_block_start_as_its_shortcut(name):
+    """With model.zero_init_residual each residual block's output is act(shortcut(x)) at initialisation
+    (the residual branch is 0 in training mode too), block by block, computed here from the block's parts."""
+    from torchvision.models.regnet import ResBottleneckBlock
+    from torchvision.models.resnet import BasicBlock, Bottleneck
+
+    torch.manual_seed(0)
+    a = arch(name, "cifar", cin=1, size=16)
+    net, _ = build_backbone({**a, "zero_init_residual": True})
+    plain, _ = build_backbone(a)
+    blocks = [m for m in net.modules() if isinstance(m, (ResBottleneckBlock, BasicBlock, Bottleneck))]
+    assert len(blocks) == BLOCKS[name]
+    seen = []
+    for m in blocks:
+        m.register_forward_hook(lambda mod, inp, out: seen.append((mod, inp[0], out)))
+    net.train()
+    net(torch.randn(8, 1, 16, 16))
+    assert len(seen) == BLOCKS[name]
+    for mod, x, out in seen:
+        if isinstance(mod, ResBottleneckBlock):
+            short = mod.proj(x) if mod.proj is not None else x
+            expected = mod.activation(short)
+        else:
+            short = mod.downsample(x) if mod.downsample is not None else x
+            expected = torch.relu(short)
+        torch.testing.assert_close(out, expected)
+    # without the option the branches are not zero: the same check fails on the plain model
+    seen.clear()
+    for m in plain.modules():
+        if isinstance(m, (ResBottleneckBlock, BasicBlock, Bottleneck)):
+            m.register_forward_hook(lambda mod, inp, out: seen.append((mod, inp[0], out)))
+    plain.train()
+    plain(torch.randn(8, 1, 16, 16))
+    mod, x, out = seen[-1]
+    short = getattr(mod, "proj", None) or getattr(mod, "downsample", None)
+    assert not torch.allclose(out, torch.relu(short(x) if short is not None else x))
+
+
+def test_zero_init_residual_recorded_in_arch_and_refused_without_residual_blocks():
+    cfg = parse_config({"model": {"backbone": "regnet_y_400mf", "zero_init_residual": True}})
+    assert backbone_arch(cfg.model, 1, 28)["zero_init_residual"] is True
+    assert "zero_init_residual" not in backbone_arch(parse_config({"model": {"backbone": "regnet_y_400mf"}}).model, 1, 28)
+    for name in ("small_cnn", "vit_tiny", "convnext_tiny"):
+        with pytest.raises(ConfigError, match="model.zero_init_residual applies to ResNet and RegNet"):
+            parse_config({"model": {"backbone": name, "zero_init_residual": True}})
