@@ -64,7 +64,10 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
         # data2vec's DeiT-Ti (12 blocks on 49 tokens of 4 px) trains at ~25 views/s here: hours at this
         # budget. A stated smaller ViT (4 blocks on 16 tokens of 7 px, teacher average over all 4) runs
         # ~8x faster; its random-init baseline is the same smaller ViT
-        "method_sets": {"data2vec": ["model.depth=4", "model.patch_size=7", "methods.data2vec.top_k=4"]}},
+        # Barlow Twins: a 2048-wide projector (the paper's is 8192 x 3), chosen on the validation split
+        # (benchmarks/results/probes/barlow-proj2048: above the shared [256, 256] on all 3 seeds)
+        "method_sets": {"data2vec": ["model.depth=4", "model.patch_size=7", "methods.data2vec.top_k=4"],
+                        "barlow": ["model.projector=[2048,2048]"]}},
     # the long run: every training image (54,000 after the validation split), 20 epochs = 4,200 steps,
     # otherwise the fashion-mnist protocol; about an hour a method on 2 cores, one seed, for the three
     # methods with the best validation kNN at the short protocol ("where do the curves go")
