@@ -142,6 +142,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temp folder)")
     ap.add_argument("--parts", default="memory,throughput,costs",
                     help="which measurements, comma-separated: memory, throughput, costs")
+    ap.add_argument("--rounds", type=int, default=1, help="throughput: interleaved cache/stream rounds")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
@@ -160,7 +161,7 @@ def main() -> None:
     if "memory" in parts:
         result["memory"] = measure_memory(args, work, base, common, rows)
     if "throughput" in parts:
-        result["throughput"] = measure_throughput(work, base, common, rows)
+        result["throughput"] = measure_throughput(work, base, common, rows, args.rounds)
     if "costs" in parts:
         result["costs"] = measure_costs(work, base, args.dataset, args.max_train)
     args.out.write_text(json.dumps({"runs": rows, **result}, indent=2))
@@ -184,23 +185,40 @@ def measure_memory(args: argparse.Namespace, work: Path, base: dict[str, Any], c
 
 
 def measure_throughput(work: Path, base: dict[str, Any], common: dict[str, Any],
-                       rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """2. throughput on the same small set: the view cache against the stream of its own images as PNGs."""
-    cached = pipeline(params_file(work, base, **common), work, "cache", stream=False, views=True)
+                       rows: list[dict[str, Any]], rounds: int = 1) -> dict[str, Any]:
+    """2. throughput on the same small set: the view cache against the stream of its own images as PNGs,
+    ``rounds`` times interleaved (cache, stream, cache, stream, ...), so that a load change on a shared
+    machine moves both sides of a round alike; then on-device augmentation once."""
+    import os
+    import statistics
+
+    pairs = []
     pngs = work / "prepared-as-png"
-    write_prepared_as_pngs(work / "cache" / "prepared", pngs)
-    streamed = pipeline(params_file(work, base, **common, **{"data.pretrain_root": str(pngs)}), work,
-                        "stream-same-set", stream=True, views=True)
+    for r in range(rounds):
+        cached = pipeline(params_file(work, base, **common), work, f"cache-{r}", stream=False, views=True)
+        cached["loadavg_after"] = os.getloadavg()[0]
+        if r == 0:
+            write_prepared_as_pngs(work / "cache-0" / "prepared", pngs)
+        streamed = pipeline(params_file(work, base, **common, **{"data.pretrain_root": str(pngs)}), work,
+                            f"stream-same-set-{r}", stream=True, views=True)
+        streamed["loadavg_after"] = os.getloadavg()[0]
+        rows += [cached, streamed]
+        pairs.append({"round": r, "cache_views_per_s": cached["views_per_s"],
+                      "stream_views_per_s": streamed["views_per_s"],
+                      "stream_over_cache": streamed["views_per_s"] / cached["views_per_s"],
+                      "last_epoch_stream_over_cache": streamed["last_epoch_views_per_s"]
+                      / cached["last_epoch_views_per_s"],
+                      "loadavg_after": [cached["loadavg_after"], streamed["loadavg_after"]]})
+        print(json.dumps({"round": pairs[-1]}), flush=True)
     # fresh views every epoch without Ray Data: on-device augmentation of the same prepared images
     device = pipeline(params_file(work, base, **common, **{"augment.views_per_image": 0}), work, "device",
                       stream=False, views=True)
-    speed = {"cache_views_per_s": cached["views_per_s"], "device_views_per_s": device["views_per_s"],
-             "stream_views_per_s": streamed["views_per_s"],
-             "stream_over_cache": streamed["views_per_s"] / cached["views_per_s"],
-             "stream_over_device": streamed["views_per_s"] / device["views_per_s"],
-             "last_epoch_stream_over_cache": streamed["last_epoch_views_per_s"] / cached["last_epoch_views_per_s"]}
+    rows.append(device)
+    speed = {"rounds": pairs, "device_views_per_s": device["views_per_s"],
+             "stream_over_cache_median": statistics.median(p["stream_over_cache"] for p in pairs),
+             "last_epoch_stream_over_cache_median": statistics.median(p["last_epoch_stream_over_cache"]
+                                                                      for p in pairs)}
     print(json.dumps({"throughput": speed}), flush=True)
-    rows += [cached, streamed, device]
     return speed
 
 
