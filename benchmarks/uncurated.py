@@ -153,7 +153,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="more params (YAML values)")
     ap.add_argument("--out", type=Path, help="append the result as one JSON line to this file")
+    ap.add_argument("--write-folder", type=Path, metavar="DIR",
+                    help="only write the generated folder (--images, --seed) to DIR and exit: for a run through "
+                         "dvc exp run -S data.pretrain_root=DIR")
     args = ap.parse_args(argv)
+    if args.write_folder:
+        if args.write_folder.exists() and any(args.write_folder.iterdir()):
+            raise SystemExit(f"error: --write-folder {args.write_folder}: not empty; choose a new folder")
+        print(json.dumps(write_fashion_folder(args.write_folder, args.images, args.seed)))
+        return 0
     sets = {}
     for pair in args.set:
         key, sep, value = pair.partition("=")
