@@ -45,3 +45,14 @@ def test_folder_holds_training_images_and_distractors(tmp_path):
     assert exact == 32  # 80% of 40
     assert {"L", "RGB", "P"} <= modes and {(28, 28), (56, 56), (36, 30)} <= sizes
     assert not any("class" in f or any(c in f for c in ds.classes) for f in files)  # no label in any path
+
+
+def test_write_folder_cli_writes_once_and_refuses_a_non_empty_folder(tmp_path, capsys):
+    from benchmarks.uncurated import main
+
+    assert main(["--write-folder", str(tmp_path / "raw"), "--images", "10"]) == 0  # CI installs Fashion-MNIST
+    assert count_files(str(tmp_path / "raw")) == 10 + 0 + 3  # 3% of 10 rounds to no noise image; 3 corrupt
+    before = sorted(p.name for p in (tmp_path / "raw").rglob("*"))
+    with pytest.raises(SystemExit, match="not empty"):
+        main(["--write-folder", str(tmp_path / "raw"), "--images", "10"])
+    assert sorted(p.name for p in (tmp_path / "raw").rglob("*")) == before  # nothing written or removed
