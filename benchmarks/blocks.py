@@ -43,7 +43,7 @@ def stage_outputs(net: torch.nn.Module, x: torch.Tensor, train: bool) -> dict[st
 
 
 def knn(f: np.ndarray, y: np.ndarray, n_bank: int, classes: int) -> float:
-    f = f / (np.linalg.norm(f, axis=1, keepdims=True) + 1e-12)
+    """knn_eval's weighted vote (it L2-normalises): the first ``n_bank`` rows as the bank, the rest as queries."""
     return float(knn_eval(f[:n_bank], y[:n_bank], f[n_bank:], y[n_bank:], 20, 0.07, classes)["top1"])
 
 

@@ -36,6 +36,8 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -189,9 +191,6 @@ def measure_throughput(work: Path, base: dict[str, Any], common: dict[str, Any],
     """2. throughput on the same small set: the view cache against the stream of its own images as PNGs,
     ``rounds`` times interleaved (cache, stream, cache, stream, ...), so that a load change on a shared
     machine moves both sides of a round alike; then on-device augmentation once."""
-    import os
-    import statistics
-
     pairs = []
     pngs = work / "prepared-as-png"
     for r in range(rounds):

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from jem.models.tv import LEGACY_RESNET18, build_torchvision, resolve_stem
+from jem.models.tv import LEGACY_RESNET18, build_torchvision, resolve_stem, zero_init_residual_gammas
 
 ARCH_KEYS = ("backbone", "width", "in_channels", "image_size")
 BUILTIN = ("small_cnn", "resnet18", "vit_tiny")  # jem's own; resnet18 = the CIFAR-stem ResNet-18
@@ -46,14 +46,13 @@ class SmallCNN(nn.Module):
         return self.features(x)
 
 
-def cifar_resnet18(in_channels: int, zero_init_residual: bool = False) -> nn.Module:
+def cifar_resnet18(in_channels: int) -> nn.Module:
     """ResNet-18 with the CIFAR stem (He et al. 2016, arXiv:1512.03385; SimCLR appendix B.9):
     3x3 stride-1 first convolution and no max-pool, so 32x32 inputs keep 4x4 maps at the end.
-    Output: 512-d pooled features (the classifier is removed). ``zero_init_residual``: torchvision's
-    option of that name (each block's last BatchNorm starts at gamma 0)."""
+    Output: 512-d pooled features (the classifier is removed)."""
     from torchvision.models import resnet18  # lazily: importing torchvision costs ~3 s per process
 
-    net = resnet18(weights=None, zero_init_residual=zero_init_residual)
+    net = resnet18(weights=None)
     net.conv1 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
     net.maxpool = nn.Identity()
     net.fc = nn.Identity()
@@ -80,11 +79,19 @@ def backbone_arch(model: Any, in_channels: int, image_size: int) -> dict[str, An
 
 def build_backbone(arch: dict[str, Any]) -> tuple[nn.Module, int]:
     """``arch`` = {"backbone", "width", "in_channels", "image_size"} (torchvision models: "stem"
-    too; ``resnet18`` without it is the CIFAR-stem ResNet-18) -> (module, feature dim)."""
+    too; ``resnet18`` without it is the CIFAR-stem ResNet-18; ResNet / RegNet: "zero_init_residual"
+    when set, :func:`jem.models.tv.zero_init_residual_gammas`) -> (module, feature dim)."""
+    net, dim = _build_random(arch)
+    if arch.get("zero_init_residual", False) and not zero_init_residual_gammas(net):
+        raise ValueError(f"model.zero_init_residual: {arch['backbone']} has no ResNet or RegNet residual block")
+    return net, dim
+
+
+def _build_random(arch: dict[str, Any]) -> tuple[nn.Module, int]:
+    """The backbone of ``arch`` with its builder's random initialisation."""
     name, cin = arch["backbone"], int(arch["in_channels"])
-    zero_init = bool(arch.get("zero_init_residual", False))
     if name == LEGACY_RESNET18 and arch.get("stem", "cifar") == "cifar":
-        net: nn.Module = cifar_resnet18(cin, zero_init)
+        net: nn.Module = cifar_resnet18(cin)
     elif name == "small_cnn":
         net = SmallCNN(cin, int(arch.get("width", 32)))
     elif name == "vit_tiny":
@@ -93,5 +100,5 @@ def build_backbone(arch: dict[str, Any]) -> tuple[nn.Module, int]:
         depth = int(arch.get("depth", 0)) or DEPTH
         net = ViT(cin, int(arch["image_size"]), int(arch.get("patch_size", 0)), depth=depth)
     else:  # a torchvision classification model (jem.models.tv)
-        return build_torchvision(name, cin, str(arch.get("stem", "imagenet")), zero_init)
+        return build_torchvision(name, cin, str(arch.get("stem", "imagenet")))
     return net, int(net.out_dim)  # type: ignore[arg-type]

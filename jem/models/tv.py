@@ -155,11 +155,9 @@ def zero_init_residual_gammas(net: nn.Module) -> int:
     return done
 
 
-def build_torchvision(name: str, in_channels: int, stem: str, zero_init_residual: bool = False
-                      ) -> tuple[nn.Module, int]:
+def build_torchvision(name: str, in_channels: int, stem: str) -> tuple[nn.Module, int]:
     """torchvision classification model ``name`` with random weights, its classifier removed, its
-    input adapted to ``in_channels`` and the resolved ``stem`` (``imagenet`` | ``cifar``) applied;
-    ``zero_init_residual`` (ResNet / RegNet): :func:`zero_init_residual_gammas`.
+    input adapted to ``in_channels`` and the resolved ``stem`` (``imagenet`` | ``cifar``) applied.
     Returns (module mapping (B, C, H, W) -> (B, D), D)."""
     import torchvision.models as tvm
 
@@ -189,7 +187,5 @@ def build_torchvision(name: str, in_channels: int, stem: str, zero_init_residual
         new = _conv_like(old, in_channels)
         _init_like(new, old, kaiming)
         _set_child(net, where, new)
-    if zero_init_residual and not zero_init_residual_gammas(net):
-        raise ValueError(f"model.zero_init_residual: {name} has no ResNet or RegNet residual block")
     net.out_dim = feat_dim  # type: ignore[assignment]
     return net, feat_dim

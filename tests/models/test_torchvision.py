@@ -136,43 +136,43 @@ def test_short_real_pretrain_on_digits(tmp_path, backbone, stem):
 BLOCKS = {"regnet_y_400mf": 16, "resnet18": 8, "resnet50": 16}
 
 
-@pytest.mark.parametrize("name", sorted(BLOCKS))
-def test_zero_init_residual_makes_every_block_start_as_its_shortcut(name):
-    """With model.zero_init_residual each residual block's output is act(shortcut(x)) at initialisation
-    (the residual branch is 0 in training mode too), block by block, computed here from the block's parts."""
+def block_calls(net: nn.Module) -> list[tuple[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """(block, input, output, act(shortcut(input))) for every residual block of one training-mode forward,
+    the last computed here from the block's parts."""
     from torchvision.models.regnet import ResBottleneckBlock
     from torchvision.models.resnet import BasicBlock, Bottleneck
 
+    seen: list = []
+    for m in net.modules():
+        if isinstance(m, (ResBottleneckBlock, BasicBlock, Bottleneck)):
+            m.register_forward_hook(lambda mod, inp, out: seen.append((mod, inp[0], out)))
+    net.train()
+    net(torch.randn(8, 1, 16, 16))
+    calls = []
+    for mod, x, out in seen:
+        if isinstance(mod, ResBottleneckBlock):
+            expected = mod.activation(mod.proj(x) if mod.proj is not None else x)
+        else:
+            expected = torch.relu(mod.downsample(x) if mod.downsample is not None else x)
+        calls.append((mod, x, out, expected))
+    return calls
+
+
+@pytest.mark.parametrize("name", sorted(BLOCKS))
+def test_zero_init_residual_makes_every_block_start_as_its_shortcut(name):
+    """With model.zero_init_residual each residual block's output is act(shortcut(x)) at initialisation
+    (the residual branch is 0 in training mode too), block by block."""
     torch.manual_seed(0)
     a = arch(name, "cifar", cin=1, size=16)
     net, _ = build_backbone({**a, "zero_init_residual": True})
     plain, _ = build_backbone(a)
-    blocks = [m for m in net.modules() if isinstance(m, (ResBottleneckBlock, BasicBlock, Bottleneck))]
-    assert len(blocks) == BLOCKS[name]
-    seen = []
-    for m in blocks:
-        m.register_forward_hook(lambda mod, inp, out: seen.append((mod, inp[0], out)))
-    net.train()
-    net(torch.randn(8, 1, 16, 16))
-    assert len(seen) == BLOCKS[name]
-    for mod, x, out in seen:
-        if isinstance(mod, ResBottleneckBlock):
-            short = mod.proj(x) if mod.proj is not None else x
-            expected = mod.activation(short)
-        else:
-            short = mod.downsample(x) if mod.downsample is not None else x
-            expected = torch.relu(short)
+    calls = block_calls(net)
+    assert len(calls) == BLOCKS[name]
+    for _, _, out, expected in calls:
         torch.testing.assert_close(out, expected)
     # without the option the branches are not zero: the same check fails on the plain model
-    seen.clear()
-    for m in plain.modules():
-        if isinstance(m, (ResBottleneckBlock, BasicBlock, Bottleneck)):
-            m.register_forward_hook(lambda mod, inp, out: seen.append((mod, inp[0], out)))
-    plain.train()
-    plain(torch.randn(8, 1, 16, 16))
-    mod, x, out = seen[-1]
-    short = getattr(mod, "proj", None) or getattr(mod, "downsample", None)
-    assert not torch.allclose(out, torch.relu(short(x) if short is not None else x))
+    _, _, out, expected = block_calls(plain)[-1]
+    assert not torch.allclose(out, expected)
 
 
 def test_zero_init_residual_recorded_in_arch_and_refused_without_residual_blocks():
